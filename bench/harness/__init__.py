@@ -1,0 +1,1 @@
+"""Benchmark harness: runs real dispy and dispylike side by side (see ../README.md)."""

@@ -1,0 +1,183 @@
+"""JobCluster: dispy's synchronous API over the asyncio engine."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+import cloudpickle
+
+from .. import config
+from ..errors import ClusterClosed
+from ..execution.computation import package
+from ..job import DispyJob
+from ..log import logger, setup_logging
+from ..nodes import DispyNode, node_spec
+from .callbacks import CallbackRunner
+from .engine import Engine, EngineConfig
+from .loopthread import LoopThread
+from .status import format_status
+
+log = logging.getLogger('dispylike')
+
+
+class JobCluster:
+    """Run ``computation`` on dispynode daemons.  dispy's arguments and meaning.
+
+    Not available yet (raise NotImplementedError): ``nodes=None`` / ``'*'``
+    (UDP discovery: list the nodes, or use ``LocalNode()``), ``ping_interval``,
+    ``pulse_interval``, ``keyfile``/``certfile`` (TLS) and an explicit
+    ``recover_file`` (no recover file is written yet).  ``ipv4_udp_multicast``
+    is accepted for compatibility (discovery only).
+
+    ``nodes`` entries: host names, IP addresses, ``(host, port)`` tuples,
+    :class:`NodeAllocate` objects, and :class:`LocalNode` for an embedded
+    node that the cluster starts on 127.0.0.1 and stops at close.
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self, computation: Callable | str, nodes: Any = None, depends: list = (),
+                 job_status: Callable | None = None, cluster_status: Callable | None = None,
+                 host: str | list | None = None, ext_host: str | list | None = None,
+                 dispy_port: int | None = None, ipv4_udp_multicast: bool = False,
+                 dest_path: str | None = None, loglevel: int = logging.INFO,
+                 setup: Callable | None = None, cleanup: Any = True,
+                 ping_interval: float | None = None, pulse_interval: float | None = None,
+                 reentrant: bool = False, secret: str = '', keyfile: str | None = None,
+                 certfile: str | None = None, recover_file: str | None = None) -> None:
+        setup_logging(loglevel)
+        if nodes is None or nodes == '*' or (isinstance(nodes, (list, tuple)) and '*' in nodes):
+            raise NotImplementedError('node discovery by broadcast is not available yet: list '
+                                      'the nodes, or use nodes=[dispylike.LocalNode()]')
+        for name, value in (('ping_interval', ping_interval), ('pulse_interval', pulse_interval),
+                            ('keyfile', keyfile), ('certfile', certfile),
+                            ('recover_file', recover_file)):
+            if value is not None:
+                raise NotImplementedError(f'{name} is not available yet')
+        if isinstance(nodes, (str, tuple)) or not hasattr(nodes, '__iter__'):
+            nodes = [nodes]
+        specs = [node_spec(entry) for entry in nodes]
+        self._package = package(computation, list(depends or ()), setup, cleanup)
+        self.name = self._package.name
+        self._job_status = job_status
+        self._cluster_status = cluster_status
+        self._lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._uids = itertools.count(1)
+        self._closed = False
+        self._start_time = time.time()
+        self._callbacks = CallbackRunner() if (job_status or cluster_status) else None
+        cfg = EngineConfig(comp_id=uuid.uuid4().hex, package=self._package,
+                           client_name=f'{socket.gethostname()}:{os.getpid()}',
+                           secret=secret or '', dest_path=dest_path or '',
+                           remove_files=cleanup is not False, reentrant=bool(reentrant),
+                           dispy_port=dispy_port or config.DispyPort)
+        self._io = LoopThread(f'dispylike-io-{next(self._ids)}')
+        self._engine = Engine(cfg, self, self._job_done, self._status)
+        self._io.call(self._engine.add_nodes, specs)
+
+    # --- engine callbacks (I/O loop thread) ----------------------------------------
+    def _job_done(self, job: DispyJob) -> None:
+        if self._job_status is not None:
+            self._callbacks.put(self._job_status, job)
+        with self._idle:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.notify_all()
+
+    def _status(self, status: int, node: DispyNode | None, job: DispyJob | None) -> None:
+        if self._cluster_status is not None:
+            self._callbacks.put(self._cluster_status, status, node, job)
+
+    # --- dispy API ----------------------------------------------------------------
+    def submit(self, *args: Any, **kwargs: Any) -> DispyJob:
+        """Schedule ``computation(*args, **kwargs)`` on any node; returns its DispyJob."""
+        return self._submit(None, args, kwargs)
+
+    def submit_node(self, node: Any, *args: Any, **kwargs: Any) -> DispyJob:
+        """Like submit, but only on ``node`` (DispyNode, IP address or host name)."""
+        return self._submit(node, args, kwargs)
+
+    def _submit(self, node: Any, args: tuple, kwargs: dict) -> DispyJob:
+        if self._closed:
+            raise ClusterClosed('the cluster is closed')
+        if 'dispy_job_depends' in kwargs:
+            raise NotImplementedError('dispy_job_depends is not available yet')
+        if self._package.is_program and (kwargs or not all(isinstance(a, str) for a in args)):
+            raise TypeError('arguments of a program computation must be strings')
+        payload = cloudpickle.dumps((args, kwargs), protocol=5)
+        job = DispyJob(next(self._uids), args, kwargs, payload, self._lock)
+        with self._idle:
+            self._pending += 1
+        self._io.call(self._engine.submit, job, node)
+        return job
+
+    def cancel(self, job: DispyJob) -> int:
+        """Cancel a job: dropped if queued, interrupted then killed if running.  0 = ok."""
+        if job.done:
+            return -1
+        self._io.call(self._engine.cancel, job)
+        return 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted job has ended; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending > 0:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self, timeout: float | None = None, terminate: bool = False) -> bool:
+        """Wait for jobs, then release the nodes.  See dispy's manual for the rules."""
+        if self._closed:
+            return True
+        finished = self.wait(timeout)
+        if not finished and not terminate:
+            return False
+        if not finished:
+            self._io.call(self._engine.cancel_all)
+            self.wait(15)
+        self._closed = True
+        try:
+            self._io.run(self._engine.shutdown(terminate=not finished), timeout=120)
+        finally:
+            self._io.stop()
+            if self._callbacks is not None:
+                self._callbacks.stop()
+        return True
+
+    def print_status(self, wall_time: float | None = None) -> None:
+        """Print dispy's per-node table: CPUs, jobs, time per job, data sent/received."""
+        wall = wall_time if wall_time is not None else time.time() - self._start_time
+        print(format_status(list(self._engine.nodes), wall))
+
+    def status(self) -> list[DispyNode]:
+        """The nodes used so far (DispyNode records)."""
+        return list(self._engine.nodes)
+
+    def __enter__(self) -> 'JobCluster':
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(terminate=exc[0] is not None)
+
+    def __del__(self) -> None:
+        if not getattr(self, '_closed', True):
+            try:
+                self._io.stop()
+            except Exception:
+                pass
+
+
+__all__ = ['JobCluster', 'logger']

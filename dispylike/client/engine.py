@@ -1,0 +1,334 @@
+"""The client engine: runs on the I/O loop, talks to nodes, drives the scheduler.
+
+::
+
+    JobCluster (any thread) ──call_soon_threadsafe──> Engine (I/O loop thread)
+         submit / cancel                                 │ Scheduler (pure) decides
+                                                         v
+                             NodeLink ── RunJobs (batched per loop turn) ──> node
+                                 ^                                           │
+                                 └────────── JobReplies ── AckReplies ───────┘
+
+Every dispatch carries an attempt id; the scheduler accepts exactly one final
+reply per job and drops stale or duplicate ones.  A lost connection is a lost
+node: its jobs are rescheduled (reentrant) or abandoned.  Results are
+unpickled here; user callbacks are handed to the callback thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cloudpickle
+
+from .. import config
+from ..errors import ComputationError, DispyError, ProtocolError
+from ..execution.computation import Package, classify_depends
+from ..job import DispyJob
+from ..nodes import DispyNode, LocalNode, NodeAllocate
+from ..protocol import messages as m
+from ..scheduling.state import Dispatch, Finalize, Scheduler, SendCancel
+from ..status import JobStatus, NodeStatus
+from ..transport.connection import Connection, connect
+from .local import LocalNodeProcess
+
+log = logging.getLogger('dispylike')
+
+FILE_CHUNK = 1 << 20
+
+
+@dataclass
+class EngineConfig:
+    comp_id: str
+    package: Package
+    client_name: str
+    secret: str = ''
+    dest_path: str = ''
+    remove_files: bool = True
+    reentrant: bool = False
+    dispy_port: int = config.DispyPort
+    msg_timeout: float = config.MsgTimeout
+
+
+@dataclass
+class NodeLink:
+    key: str
+    conn: Connection
+    node: DispyNode
+    outbox: list = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    reader: asyncio.Task | None = None
+
+
+class Engine:
+    """All mutable cluster state lives here and is touched only on the I/O loop."""
+
+    def __init__(self, cfg: EngineConfig, cluster: Any,
+                 on_job_done: Callable[[DispyJob], None],
+                 on_status: Callable[[int, DispyNode | None, DispyJob | None], None]) -> None:
+        self.cfg = cfg
+        self.cluster = cluster
+        self.sched = Scheduler(reentrant=cfg.reentrant)
+        self.links: dict[str, NodeLink] = {}
+        self.nodes: list[DispyNode] = []      # every node ever used, for print_status
+        self.jobs: dict[int, DispyJob] = {}
+        self._on_job_done = on_job_done
+        self._on_status = on_status
+        self._locals: list[LocalNodeProcess] = []
+        self._joins: set[asyncio.Task] = set()
+        self._flush_pending = False
+        self._closing = False
+
+    # --- nodes ------------------------------------------------------------------
+    def add_nodes(self, specs: list[NodeAllocate]) -> None:
+        for spec in specs:
+            task = asyncio.get_running_loop().create_task(self._join(spec))
+            self._joins.add(task)
+            task.add_done_callback(self._join_done)
+
+    def _join_done(self, task: asyncio.Task) -> None:
+        self._joins.discard(task)
+        if not self._joins and not self.links and not self._closing:
+            log.warning('no node could be used for "%s"; %d job(s) wait for one',
+                        self.cfg.package.name, len(self.jobs))
+
+    async def _join(self, spec: NodeAllocate) -> None:
+        host, port = spec.ip_addr, spec.port or config.port_of('NodePort', self.cfg.dispy_port)
+        try:
+            if isinstance(spec, LocalNode):
+                local = await LocalNodeProcess.launch(spec.node_cpus, self.cfg.secret, spec.debug)
+                self._locals.append(local)
+                host, port = local.host, local.port
+            conn = await connect(host, port, self.cfg.secret, timeout=self.cfg.msg_timeout)
+        except DispyError as exc:
+            log.warning('node %s:%s is not used: %s', host, port, exc)
+            return
+        try:
+            link = await self._setup(conn, spec, f'{host}:{port}')
+        except (DispyError, OSError) as exc:
+            log.warning('node %s:%s is not used: %s', host, port, exc)
+            conn.abort()
+            return
+        if link is None:
+            await conn.close()
+            return
+        if self._closing:
+            conn.abort()
+            return
+        self.links[link.key] = link
+        self.nodes.append(link.node)
+        link.reader = asyncio.get_running_loop().create_task(self._read(link))
+        self._on_status(NodeStatus.Initialized, link.node, None)
+        log.info('node %s (%s) joined with %d CPU(s)', link.node.name, link.key, link.node.cpus)
+        self._apply(self.sched.add_node(link.key, link.node.cpus))
+
+    async def _setup(self, conn: Connection, spec: NodeAllocate, key: str) -> NodeLink | None:
+        timeout = self.cfg.msg_timeout
+        conn.send(m.NodeInfoRequest())
+        info = await asyncio.wait_for(conn.recv(), timeout)
+        if not isinstance(info, m.NodeInfo):
+            raise ProtocolError(f'expected NodeInfo, got {type(info).__name__}')
+        if info.busy_with:
+            raise ComputationError(f'node {info.name} is in use by {info.busy_with}')
+        cpus = spec.allocate(self.cluster, info.ip_addr, info.name, info.cpus, None,
+                             info.platform)
+        if not isinstance(cpus, int) or cpus <= 0:
+            log.info('node %s (%s) skipped: allocate() returned %r', info.name, key, cpus)
+            return None
+        cpus = min(cpus, info.cpus)
+        cfg = self.cfg
+        conn.send(m.SetupComputation(cfg.comp_id, cfg.package.name, cfg.client_name,
+                                     cfg.dest_path, cfg.package.code, cfg.remove_files))
+        node = DispyNode(info.ip_addr, info.port, info.name, cpus, info.platform)
+        files = list(cfg.package.files) + classify_depends(spec.depends)[2]
+        for path, relpath, mode in files:
+            node.tx += await self._send_file(conn, path, relpath, mode)
+        setup_args = cloudpickle.dumps(spec.setup_args, protocol=5) if spec.setup_args else b''
+        conn.send(m.StartComputation(cfg.comp_id, setup_args))
+        while True:
+            reply = await conn.recv()
+            if isinstance(reply, m.Refused):
+                raise ComputationError(f'node {info.name} refused: {reply.reason}')
+            if isinstance(reply, m.ComputationReady):
+                break
+            raise ProtocolError(f'unexpected {type(reply).__name__} during setup')
+        if not reply.ok:
+            raise ComputationError(f'on {info.name}: {reply.error}')
+        return NodeLink(key, conn, node)
+
+    async def _send_file(self, conn: Connection, path: str, relpath: str, mode: int) -> int:
+        sent = 0
+        with open(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            while True:
+                data = f.read(FILE_CHUNK)
+                final = sent + len(data) >= size or not data
+                conn.send(m.FileChunk(self.cfg.comp_id, relpath, sent, data, final, mode))
+                sent += len(data)
+                await conn.drain()
+                if final:
+                    return sent
+
+    async def _read(self, link: NodeLink) -> None:
+        reason = 'connection closed'
+        try:
+            while True:
+                msg = await link.conn.recv()
+                if isinstance(msg, m.JobReplies):
+                    self._on_replies(link, msg.replies)
+                elif isinstance(msg, m.ComputationClosed):
+                    link.closed.set()
+                elif isinstance(msg, m.Refused):
+                    log.warning('node %s refused: %s', link.node.name, msg.reason)
+                else:
+                    raise ProtocolError(f'unexpected {type(msg).__name__}')
+        except (DispyError, OSError) as exc:
+            reason = str(exc)
+        finally:
+            link.closed.set()
+            self._node_lost(link, reason)
+
+    def _node_lost(self, link: NodeLink, reason: str) -> None:
+        if self.links.pop(link.key, None) is None:
+            return
+        if not self._closing:
+            log.warning('lost node %s (%s): %s', link.node.name, link.key, reason)
+        link.conn.abort()
+        link.node.busy = 0
+        self._on_status(NodeStatus.Closed, link.node, None)
+        self._apply(self.sched.remove_node(link.key, f'node {link.node.name} lost'))
+
+    def find_node(self, node: Any) -> str | None:
+        """The link key for a DispyNode, IP address or host name (None if unknown)."""
+        for link in self.links.values():
+            n = link.node
+            if node is n or node in (n.ip_addr, n.name, link.key) or (
+                    isinstance(node, DispyNode) and (node.ip_addr, node.port) == (n.ip_addr, n.port)):
+                return link.key
+        return None
+
+    # --- jobs -------------------------------------------------------------------
+    def submit(self, job: DispyJob, node: Any = None) -> None:
+        self.jobs[job._uid] = job
+        if node is None:
+            self._apply(self.sched.submit(job._uid))
+            return
+        key = self.find_node(node)
+        if key is None:
+            self._apply(self.sched.submit(job._uid, node=('unknown', repr(node))))
+        else:
+            self._apply(self.sched.submit(job._uid, node=key))
+
+    def cancel(self, job: DispyJob) -> None:
+        self._apply(self.sched.cancel(job._uid))
+
+    def _apply(self, actions: list) -> None:
+        for action in actions:
+            if type(action) is Dispatch:
+                self._dispatch(action)
+            elif type(action) is SendCancel:
+                link = self.links.get(action.node)
+                if link is not None:
+                    link.conn.send(m.CancelJob(action.uid, action.attempt))
+            elif type(action) is Finalize:
+                job = self.jobs.pop(action.uid, None)
+                if job is not None:
+                    self._finish(job, action.status, None, None, None, action.reason)
+
+    def _dispatch(self, action: Dispatch) -> None:
+        link = self.links[action.node]
+        job = self.jobs[action.uid]
+        link.outbox.append((action.uid, action.attempt, job._payload))
+        node = link.node
+        node.busy += 1
+        node.tx += len(job._payload)
+        job.status, job.ip_addr, job.start_time, job._node = (JobStatus.Running, node.ip_addr,
+                                                              time.time(), node)
+        self._on_status(JobStatus.Running, node, job)
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        for link in self.links.values():
+            if link.outbox:
+                batch, link.outbox = tuple(link.outbox), []
+                link.conn.send(m.RunJobs(self.cfg.comp_id, batch))
+
+    def _on_replies(self, link: NodeLink, replies: tuple) -> None:
+        acks = []
+        for uid, attempt, status, start, end, payload in replies:
+            acks.append((uid, attempt))
+            try:
+                status = JobStatus(status)
+            except ValueError:
+                log.warning('node %s sent unknown job status %r', link.node.name, status)
+                continue
+            final, actions = self.sched.reply(uid, attempt, link.key, status)
+            if final is None:
+                log.debug('dropped stale reply for job %s attempt %s from %s', uid, attempt,
+                          link.key)
+                continue
+            node = link.node
+            node.busy -= 1
+            node.jobs_done += 1
+            node.rx += len(payload)
+            if end > start:
+                node.cpu_time += end - start
+            job = self.jobs.pop(uid)
+            result, stdout, stderr, exc = _decode_reply(payload)
+            if final is JobStatus.Cancelled:
+                exc = exc or 'cancelled'
+            self._finish(job, final, result, stdout, stderr, exc)
+            self._apply(actions)
+        link.conn.send(m.AckReplies(tuple(acks)))
+
+    def _finish(self, job: DispyJob, status: JobStatus, result: Any, stdout: str | None,
+                stderr: str | None, exception: str | None) -> None:
+        job._finish(status, result, stdout, stderr, exception, time.time())
+        self._on_status(status, job._node, job)
+        self._on_job_done(job)
+
+    # --- shutdown ---------------------------------------------------------------
+    def cancel_all(self) -> None:
+        for uid in list(self.jobs):
+            self._apply(self.sched.cancel(uid))
+
+    async def shutdown(self, terminate: bool, timeout: float = 30.0) -> None:
+        """Close the computation on every node, stop embedded nodes (idempotent)."""
+        self._closing = True
+        for task in list(self._joins):
+            task.cancel()
+        links = list(self.links.values())
+        for link in links:
+            try:
+                link.conn.send(m.CloseComputation(self.cfg.comp_id, terminate))
+            except DispyError:
+                link.closed.set()
+        if links:
+            await asyncio.wait([asyncio.ensure_future(l.closed.wait()) for l in links],
+                               timeout=timeout)
+        for link in links:
+            await link.conn.close()
+            if link.reader is not None:
+                link.reader.cancel()
+        for local in self._locals:
+            await local.stop()
+        self._locals.clear()
+        for uid in list(self.jobs):
+            self._apply([Finalize(uid, JobStatus.Abandoned, 'the cluster was closed')])
+
+
+def _decode_reply(payload: bytes) -> tuple[Any, str | None, str | None, str | None]:
+    try:
+        result, stdout, stderr, exc = pickle.loads(payload)
+        return result, stdout, stderr, exc
+    except Exception as err:  # user classes may be missing here: report, don't crash
+        return None, None, None, f'the result could not be unpickled on the client: {err!r}'

@@ -1,0 +1,61 @@
+"""The embedded local node: a real dispynode started as a child of the client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+from ..errors import DispyError
+from ..execution.processes import READY_LINE
+
+log = logging.getLogger('dispylike')
+
+
+class LocalNodeProcess:
+    """A dispynode subprocess on 127.0.0.1 with a private directory; stop() removes both."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, host: str, port: int,
+                 prefix: str) -> None:
+        self.proc = proc
+        self.host = host
+        self.port = port
+        self.prefix = prefix
+
+    @classmethod
+    async def launch(cls, cpus: int, secret: str, debug: bool = False,
+                     timeout: float = 60.0) -> 'LocalNodeProcess':
+        prefix = tempfile.mkdtemp(prefix='dispylike-local-')
+        env = dict(os.environ, DISPYLIKE_SECRET=secret)
+        cmd = [sys.executable, '-m', 'dispylike.node', '-i', '127.0.0.1', '--node_port', '0',
+               '-c', str(cpus), '--dest_path_prefix', prefix, '--daemon', '--announce',
+               '--exit_with_parent']
+        if debug:
+            cmd.append('-d')
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE)
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+            word, host, port = line.decode().split()
+            if word != READY_LINE:
+                raise ValueError(line)
+        except (asyncio.TimeoutError, ValueError) as exc:
+            proc.kill()
+            await proc.wait()
+            shutil.rmtree(prefix, ignore_errors=True)
+            raise DispyError(f'the embedded node did not start: {exc!r}') from exc
+        log.debug('embedded node pid %d at %s:%s', proc.pid, host, port)
+        return cls(proc, host, int(port), prefix)
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        shutil.rmtree(self.prefix, ignore_errors=True)

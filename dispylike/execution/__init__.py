@@ -1,0 +1,1 @@
+"""Packaging computations, staging files and running jobs in processes."""

@@ -1,0 +1,34 @@
+"""Messages between the node, a computation process and its job processes.
+
+These are private channels (a socketpair, a Unix socket guarded by a random
+token) between dispylike's own processes, but the far end runs user code, so
+the node decodes what comes back with the builtins-only unpickler: tuples of
+plain values, with user objects kept as opaque bytes.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from ..errors import ProtocolError
+from ..protocol.frames import Message, encode
+from ..protocol.messages import safe_loads
+
+INTERNAL = 100
+#: Largest message on internal channels (results and arguments travel here).
+INTERNAL_MESSAGE_CAP = 2 * 1024 * 1024 * 1024 - 1
+
+
+def pack(*fields: Any) -> list:
+    """Frame a tuple of plain values; returns buffers for writelines/sendmsg."""
+    return encode(INTERNAL, pickle.dumps(fields, protocol=5))
+
+
+def unpack(msg: Message) -> tuple:
+    if msg.type != INTERNAL:
+        raise ProtocolError(f'unexpected internal message type {msg.type}')
+    value = safe_loads(msg.payload)
+    if not isinstance(value, tuple) or not value or not isinstance(value[0], str):
+        raise ProtocolError('malformed internal message')
+    return value

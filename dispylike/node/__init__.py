@@ -1,0 +1,1 @@
+"""dispynode: the daemon that runs jobs (``python -m dispylike.node``)."""

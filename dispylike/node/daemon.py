@@ -1,0 +1,340 @@
+"""The node daemon: serves authenticated clients and runs their jobs.
+
+::
+
+    client ──TCP (handshake)──> ClientSession ──> NodeComputation ──> ComputationHost
+                                   │  replies batched, kept until acked      (zygote + jobs)
+                                   └─ handler table: message type -> method
+
+One client (a JobCluster) holds the node at a time; others are refused with
+the holder's name.  The node runs at most one job per CPU it serves; extra
+jobs wait in the node's queue.  When a client's connection ends, its
+computations are terminated and cleaned up and the node is free again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import random
+import shutil
+import socket
+import tempfile
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable
+
+from .. import config
+from ..errors import ComputationError, ConnectionClosed, ProtocolError
+from ..execution.host import ComputationHost, JobOutcome, failure_payload
+from ..execution.staging import FileSink, StagingError, check_relpath
+from ..protocol import messages as m
+from ..protocol.frames import PROTOCOL_VERSION
+from ..status import JobStatus
+from ..transport.connection import Connection, Server
+from ..version import __version__
+
+log = logging.getLogger('dispylike.node')
+
+DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
+
+
+@dataclass
+class NodeOptions:
+    hosts: list[str] = field(default_factory=list)
+    ext_host: str = ''
+    dispy_port: int = config.DispyPort
+    node_port: int | None = None      # explicit TCP port (0 = any free); default NodePort
+    cpus: int = 0                     # 0 = all; negative = all but that many
+    name: str = ''
+    dest_path_prefix: str = ''
+    secret: str = ''
+    clean: bool = False
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    msg_timeout: float = config.MsgTimeout
+    cancel_grace: float = 5.0
+
+
+def resolve_cpus(requested: int, available: int) -> int:
+    """dispy's rule: 0 = all, negative = all but that many, else at most the machine's."""
+    if requested == 0:
+        return available
+    if requested < 0:
+        if available + requested < 1:
+            raise ValueError(f'cpus {requested} leaves no CPU of {available}')
+        return available + requested
+    if requested > available:
+        raise ValueError(f'cpus {requested} is more than the {available} this machine has')
+    return requested
+
+
+@dataclass
+class NodeComputation:
+    comp_id: str
+    name: str
+    dest_path: str
+    remove_files: bool
+    code: bytes
+    host: ComputationHost | None = None
+    sinks: dict[str, FileSink] = field(default_factory=dict)
+    running: dict[int, int] = field(default_factory=dict)   # uid -> attempt
+
+
+@dataclass
+class _Queued:
+    session: 'ClientSession'
+    comp: NodeComputation
+    uid: int
+    attempt: int
+    payload: bytes
+
+
+class ClientSession:
+    """One authenticated client connection and what it owns on this node."""
+
+    def __init__(self, node: 'NodeDaemon', conn: Connection) -> None:
+        self.node = node
+        self.conn = conn
+        self.client = conn.peer
+        self.comps: dict[str, NodeComputation] = {}
+        self.unacked: dict[tuple[int, int], tuple] = {}
+        self._outbox: list[tuple] = []
+
+    def reply(self, entry: tuple) -> None:
+        self.unacked[(entry[0], entry[1])] = entry
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(entry)
+
+    def _flush(self) -> None:
+        batch, self._outbox = tuple(self._outbox), []
+        if batch and not self.conn.closed:
+            try:
+                self.conn.send(m.JobReplies(batch))
+            except ConnectionClosed:
+                pass
+
+
+class NodeDaemon:
+    """The dispynode service.  ``await start()``, then ``await serve_until(event)``."""
+
+    def __init__(self, opts: NodeOptions) -> None:
+        self.opts = opts
+        self.cpus = resolve_cpus(opts.cpus, os.cpu_count() or 1)
+        self.name = opts.name or socket.gethostname()
+        self.incarnation = random.getrandbits(63)
+        self.prefix = opts.dest_path_prefix or os.path.join(tempfile.gettempdir(), 'dispylike',
+                                                            'node')
+        self.run_dir = ''
+        self.ip_addr = ''
+        self.port = 0
+        self.owner: ClientSession | None = None
+        self.free = self.cpus
+        self.queue: deque[_Queued] = deque()
+        self.jobs_done = 0
+        self._server = Server(opts.secret, self._serve_client, name='dispynode',
+                              handshake_timeout=opts.msg_timeout)
+        self._handlers: dict[type, Callable[[ClientSession, Any], Any]] = {
+            m.NodeInfoRequest: self._on_info,
+            m.SetupComputation: self._on_setup,
+            m.FileChunk: self._on_file,
+            m.StartComputation: self._on_start,
+            m.RunJobs: self._on_run,
+            m.AckReplies: self._on_ack,
+            m.CancelJob: self._on_cancel,
+            m.CloseComputation: self._on_close,
+        }
+
+    # --- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        if self.opts.clean and os.path.isdir(self.prefix):
+            shutil.rmtree(self.prefix, ignore_errors=True)
+        os.makedirs(self.prefix, mode=0o700, exist_ok=True)
+        self.run_dir = tempfile.mkdtemp(prefix='dlk-')
+        port = self.opts.node_port
+        if port is None:
+            port = config.port_of('NodePort', self.opts.dispy_port)
+        hosts = self.opts.hosts or ['']
+        for host in hosts:
+            self.port = await self._server.listen(host or None, port)
+            port = self.port  # every address on the same port
+        self.ip_addr = self.opts.ext_host or (hosts[0] if hosts[0] else _default_ip())
+        log.info('dispylike node %s (protocol %d) "%s" serving %d CPU%s at %s:%d '
+                 '(listening on %s); files under %s', __version__, PROTOCOL_VERSION, self.name,
+                 self.cpus, '' if self.cpus == 1 else 's', self.ip_addr, self.port,
+                 ', '.join(h or '*' for h in hosts), self.prefix)
+
+    async def stop(self) -> None:
+        """Terminate every computation, tell clients, release resources (idempotent)."""
+        for conn in list(self._server.connections):
+            conn.abort()
+        await self._server.close()
+        await asyncio.sleep(0)
+        if self.run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = ''
+
+    # --- per client -------------------------------------------------------------
+    async def _serve_client(self, conn: Connection) -> None:
+        session = ClientSession(self, conn)
+        log.debug('client %s connected', conn.peer)
+        try:
+            while True:
+                msg = await conn.recv()
+                handler = self._handlers.get(type(msg))
+                if handler is None:
+                    raise ProtocolError(f'unexpected message {type(msg).__name__}')
+                result = handler(session, msg)
+                if asyncio.iscoroutine(result):
+                    await result
+        finally:
+            await self._end_session(session)
+
+    async def _end_session(self, session: ClientSession) -> None:
+        for comp in list(session.comps.values()):
+            await self._close_comp(session, comp, terminate=True)
+        if self.owner is session:
+            self.owner = None
+        log.debug('client %s disconnected', session.client)
+
+    def _on_info(self, session: ClientSession, msg: m.NodeInfoRequest) -> None:
+        owner = self.owner.client if self.owner and self.owner is not session else ''
+        session.conn.send(m.NodeInfo(self.name, self.ip_addr, self.port, self.cpus, self.free,
+                                     platform.platform(), self.incarnation, __version__, owner))
+
+    def _on_setup(self, session: ClientSession, msg: m.SetupComputation) -> None:
+        if self.owner is not None and self.owner is not session:
+            session.conn.send(m.Refused(msg.comp_id, f'node is in use by {self.owner.client}'))
+            return
+        try:
+            rel = check_relpath(msg.dest_path) if msg.dest_path else \
+                f'{_safe_name(msg.name)}_{msg.comp_id[:8]}'
+        except StagingError as exc:
+            session.conn.send(m.Refused(msg.comp_id, str(exc)))
+            return
+        dest = os.path.join(self.prefix, rel)
+        os.makedirs(dest, mode=0o700, exist_ok=True)
+        self.owner = session
+        session.client = msg.client or session.client
+        session.comps[msg.comp_id] = NodeComputation(msg.comp_id, msg.name, dest, msg.cleanup,
+                                                     msg.code)
+        log.info('computation "%s" from %s set up in %s', msg.name, session.client, dest)
+
+    def _comp(self, session: ClientSession, comp_id: str) -> NodeComputation:
+        comp = session.comps.get(comp_id)
+        if comp is None:
+            raise ProtocolError(f'unknown computation {comp_id!r}')
+        return comp
+
+    def _on_file(self, session: ClientSession, msg: m.FileChunk) -> None:
+        comp = self._comp(session, msg.comp_id)
+        try:
+            sink = comp.sinks.get(msg.relpath)
+            if sink is None:
+                sink = comp.sinks[msg.relpath] = FileSink(comp.dest_path, msg.relpath,
+                                                          self.opts.max_file_size)
+            sink.write(msg.offset, msg.data)
+            if msg.final:
+                del comp.sinks[msg.relpath]
+                sink.finish(msg.mode)
+        except (StagingError, OSError) as exc:
+            comp.sinks.pop(msg.relpath, None)
+            log.warning('refused file %r from %s: %s', msg.relpath, session.client, exc)
+            session.conn.send(m.Refused(msg.comp_id, f'file {msg.relpath!r}: {exc}'))
+
+    async def _on_start(self, session: ClientSession, msg: m.StartComputation) -> None:
+        comp = self._comp(session, msg.comp_id)
+        host = ComputationHost(comp.comp_id, comp.name, comp.dest_path, self.run_dir)
+        node_globals = {'dispy_node_name': self.name, 'dispy_node_ip_addr': self.ip_addr,
+                        'dispy_job_path': comp.dest_path}
+        try:
+            await host.start(comp.code, node_globals, msg.setup_args)
+        except ComputationError as exc:
+            log.warning('computation "%s" from %s failed: %s', comp.name, session.client, exc)
+            session.conn.send(m.ComputationReady(comp.comp_id, False, str(exc), comp.dest_path))
+            return
+        comp.host, comp.code = host, b''
+        session.conn.send(m.ComputationReady(comp.comp_id, True, '', comp.dest_path))
+
+    def _on_run(self, session: ClientSession, msg: m.RunJobs) -> None:
+        comp = self._comp(session, msg.comp_id)
+        for uid, attempt, payload in msg.jobs:
+            self.queue.append(_Queued(session, comp, uid, attempt, payload))
+        self._pump()
+
+    def _pump(self) -> None:
+        while self.free > 0 and self.queue:
+            q = self.queue.popleft()
+            if q.comp.host is None or q.session.conn.closed:
+                continue
+            self.free -= 1
+            q.comp.running[q.uid] = q.attempt
+            fut = q.comp.host.run(q.uid, q.attempt, q.payload)
+            fut.add_done_callback(partial(self._job_done, q.session, q.comp, q.uid, q.attempt))
+
+    def _job_done(self, session: ClientSession, comp: NodeComputation, uid: int, attempt: int,
+                  fut: asyncio.Future) -> None:
+        outcome: JobOutcome = fut.result()
+        self.free += 1
+        self.jobs_done += 1
+        if comp.running.get(uid) == attempt:
+            del comp.running[uid]
+        session.reply((uid, attempt, int(outcome.status), outcome.start_time, outcome.end_time,
+                       outcome.payload))
+        self._pump()
+
+    def _on_ack(self, session: ClientSession, msg: m.AckReplies) -> None:
+        for key in msg.keys:
+            session.unacked.pop(key, None)
+
+    def _on_cancel(self, session: ClientSession, msg: m.CancelJob) -> None:
+        for q in self.queue:
+            if q.session is session and q.uid == msg.uid and q.attempt == msg.attempt:
+                self.queue.remove(q)
+                session.reply((msg.uid, msg.attempt, int(JobStatus.Cancelled), 0.0, 0.0,
+                               failure_payload('cancelled before it started')))
+                return
+        for comp in session.comps.values():
+            if comp.running.get(msg.uid) == msg.attempt and comp.host is not None:
+                comp.host.cancel(msg.uid, self.opts.cancel_grace)
+                return
+
+    async def _on_close(self, session: ClientSession, msg: m.CloseComputation) -> None:
+        comp = session.comps.get(msg.comp_id)
+        if comp is not None:
+            await self._close_comp(session, comp, msg.terminate)
+        session.conn.send(m.ComputationClosed(msg.comp_id))
+
+    async def _close_comp(self, session: ClientSession, comp: NodeComputation,
+                          terminate: bool) -> None:
+        session.comps.pop(comp.comp_id, None)
+        self.queue = deque(q for q in self.queue if q.comp is not comp)
+        for sink in comp.sinks.values():
+            sink.abort()
+        if comp.host is not None:
+            if not terminate:
+                while comp.running:
+                    await asyncio.sleep(0.05)
+            error = await comp.host.close(run_cleanup=True)
+            if error:
+                log.warning('cleanup of "%s" failed:\n%s', comp.name, error)
+        if comp.remove_files:
+            shutil.rmtree(comp.dest_path, ignore_errors=True)
+        if self.owner is session and not session.comps:
+            self.owner = None
+        log.info('computation "%s" from %s closed', comp.name, session.client)
+
+
+def _safe_name(name: str) -> str:
+    cleaned = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)[:40]
+    return cleaned.strip('.') or 'computation'
+
+
+def _default_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return '127.0.0.1'

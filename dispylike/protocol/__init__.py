@@ -1,0 +1,1 @@
+"""Sans-IO wire protocol: frames, handshake and messages.  No sockets, no asyncio."""

@@ -1,0 +1,172 @@
+"""Framing: bytes in, complete messages out.  Pure; no I/O.
+
+A frame is a 12-byte header followed by its payload::
+
+    +-------+---------+------+-------+--------+-------------+
+    | 'DLK' | version | type | flags | length | payload ... |
+    |  3 B  |   u8    | u16  |  u16  |  u32   |  length B   |
+    +-------+---------+------+-------+--------+-------------+
+
+A message larger than one frame is split into frames carrying ``FLAG_MORE``;
+the decoder reassembles them.  Both a single frame and a whole message are
+capped, and a length above the cap is refused *from the header*, before any
+of its payload is buffered.  Handshake frame types are readable whatever the
+peer's version so that an old peer can be told why it is refused.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..errors import FrameTooLarge, IncompatiblePeer, ProtocolError
+
+MAGIC = b'DLK'
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct('!3sBHHI')
+HEADER_SIZE = HEADER.size
+FLAG_MORE = 0x1
+_KNOWN_FLAGS = FLAG_MORE
+
+#: Largest payload of one frame (bigger messages are split).
+DEFAULT_FRAME_CAP = 4 * 1024 * 1024
+#: Largest reassembled message accepted from an authenticated peer.
+DEFAULT_MESSAGE_CAP = 1024 * 1024 * 1024
+#: Before authentication only small handshake frames are acceptable.
+HANDSHAKE_CAP = 1024
+
+#: Types below this value are handshake types, stable across versions.
+FIRST_APP_TYPE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One complete message: its type and payload (bytes or memoryview)."""
+
+    type: int
+    payload: bytes
+
+
+def encode(msg_type: int, payload: bytes | bytearray | memoryview = b'',
+           frame_cap: int = DEFAULT_FRAME_CAP) -> list[bytes | memoryview]:
+    """Frame ``payload`` as message ``msg_type``; returns buffers for ``writelines``.
+
+    The payload is not copied: large payloads are returned as memoryview slices.
+    """
+    if not 0 <= msg_type <= 0xFFFF:
+        raise ValueError(f'message type {msg_type} out of range')
+    view = memoryview(payload).cast('B') if not isinstance(payload, bytes) else payload
+    size = len(view)
+    if size <= frame_cap:
+        return [HEADER.pack(MAGIC, PROTOCOL_VERSION, msg_type, 0, size), view]
+    if not isinstance(view, memoryview):
+        view = memoryview(view)
+    out: list[bytes | memoryview] = []
+    for start in range(0, size, frame_cap):
+        chunk = view[start:start + frame_cap]
+        flags = FLAG_MORE if start + frame_cap < size else 0
+        out.append(HEADER.pack(MAGIC, PROTOCOL_VERSION, msg_type, flags, len(chunk)))
+        out.append(chunk)
+    return out
+
+
+def encode_bytes(msg_type: int, payload: bytes = b'', frame_cap: int = DEFAULT_FRAME_CAP) -> bytes:
+    """Like :func:`encode` but joined into one bytes object (small messages, tests)."""
+    return b''.join(encode(msg_type, payload, frame_cap))
+
+
+def parse_header(header: bytes | memoryview, frame_cap: int) -> tuple[int, int, int, int]:
+    """Validate one header; return (version, type, flags, length).  Raises ProtocolError."""
+    magic, version, msg_type, flags, length = HEADER.unpack(header)
+    if magic != MAGIC:
+        raise ProtocolError(f'bad magic {bytes(magic)!r}: not a dispylike peer')
+    if version != PROTOCOL_VERSION and msg_type >= FIRST_APP_TYPE:
+        raise IncompatiblePeer(f'incompatible peer: protocol version {version}, '
+                               f'this side speaks {PROTOCOL_VERSION}')
+    if flags & ~_KNOWN_FLAGS:
+        raise ProtocolError(f'unknown frame flags {flags:#x}')
+    if length > frame_cap:
+        raise FrameTooLarge(f'frame of {length} bytes exceeds the cap of {frame_cap}')
+    return version, msg_type, flags, length
+
+
+class FrameDecoder:
+    """Incremental decoder: :meth:`feed` bytes, iterate complete :class:`Message` objects.
+
+    After a :class:`ProtocolError` the decoder is poisoned (the stream position is
+    lost) and every later call raises the same error: close the connection.
+    """
+
+    def __init__(self, frame_cap: int = DEFAULT_FRAME_CAP,
+                 message_cap: int = DEFAULT_MESSAGE_CAP) -> None:
+        self.frame_cap = frame_cap
+        self.message_cap = message_cap
+        self.peer_version: int | None = None
+        self._buf = bytearray()
+        self._parts: list[bytes] = []
+        self._parts_size = 0
+        self._parts_type: int | None = None
+        self._error: ProtocolError | None = None
+
+    def set_caps(self, frame_cap: int, message_cap: int) -> None:
+        """Change the caps (raised after authentication)."""
+        self.frame_cap = frame_cap
+        self.message_cap = message_cap
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held but not yet returned as messages."""
+        return len(self._buf) + self._parts_size
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """Add received bytes; return the messages they complete (possibly none)."""
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        try:
+            return list(self._drain())
+        except ProtocolError as exc:
+            self._error = exc
+            self._buf.clear()
+            self._parts.clear()
+            raise
+
+    def _drain(self) -> Iterator[Message]:
+        buf = self._buf
+        pos = 0
+        try:
+            while len(buf) - pos >= HEADER_SIZE:
+                version, msg_type, flags, length = parse_header(
+                    memoryview(buf)[pos:pos + HEADER_SIZE], self.frame_cap)
+                if len(buf) - pos - HEADER_SIZE < length:
+                    break
+                self.peer_version = version
+                start = pos + HEADER_SIZE
+                payload = bytes(buf[start:start + length])
+                pos = start + length
+                msg = self._assemble(msg_type, flags, payload)
+                if msg is not None:
+                    yield msg
+        finally:
+            if pos:
+                del buf[:pos]
+
+    def _assemble(self, msg_type: int, flags: int, payload: bytes) -> Message | None:
+        if self._parts_type is not None and msg_type != self._parts_type:
+            raise ProtocolError(f'message type changed from {self._parts_type} to {msg_type} '
+                                'in the middle of a multi-frame message')
+        if not self._parts and not flags & FLAG_MORE:
+            return Message(msg_type, payload)
+        self._parts_size += len(payload)
+        if self._parts_size > self.message_cap:
+            raise FrameTooLarge(f'message exceeds the cap of {self.message_cap} bytes')
+        self._parts.append(payload)
+        self._parts_type = msg_type
+        if flags & FLAG_MORE:
+            return None
+        whole = b''.join(self._parts)
+        self._parts.clear()
+        self._parts_size = 0
+        self._parts_type = None
+        return Message(msg_type, whole)

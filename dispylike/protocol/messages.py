@@ -1,0 +1,214 @@
+"""Application messages (after the handshake): frozen dataclasses and their codec.
+
+A message body is a pickle of the tuple of its field values, decoded with an
+unpickler that refuses every global: only builtin containers and scalars can
+come out, so decoding a control message never runs code, even from an
+authenticated peer.  User objects (arguments, results, code) travel as opaque
+``bytes`` fields that only the job process (arguments, code) or the client
+(results) unpickles.
+
+Each field is checked against its annotation after decoding; nested tuples are
+checked by the message's ``check`` method.  An unknown type is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import pickle
+import types
+import typing
+from typing import Any, ClassVar
+
+from ..errors import ProtocolError
+from .frames import FIRST_APP_TYPE, Message
+
+_REGISTRY: dict[int, type] = {}
+
+
+class _BuiltinsOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise ProtocolError(f'control message refers to {module}.{name}; only builtins allowed')
+
+
+def safe_loads(data: bytes | memoryview) -> Any:
+    """Unpickle plain data only (no classes, no functions, no reducers)."""
+    try:
+        return _BuiltinsOnly(io.BytesIO(data)).load()
+    except ProtocolError:
+        raise
+    except Exception as exc:  # any malformed pickle: many exception types are possible
+        raise ProtocolError(f'malformed message body: {exc!r}') from exc
+
+
+def message(type_id: int):
+    """Class decorator: a frozen dataclass registered under ``type_id``."""
+    def wrap(cls):
+        if type_id < FIRST_APP_TYPE or type_id in _REGISTRY:
+            raise ValueError(f'bad or duplicate message type {type_id}')
+        cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        cls.TYPE = type_id
+        hints = typing.get_type_hints(cls)
+        cls._FIELDS = tuple((f.name, _runtime_type(hints[f.name]))
+                            for f in dataclasses.fields(cls))
+        _REGISTRY[type_id] = cls
+        return cls
+    return wrap
+
+
+def _runtime_type(hint: Any) -> Any:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(_runtime_type(a) for a in typing.get_args(hint))
+    origin = typing.get_origin(hint)
+    if origin is not None:
+        return origin
+    return float if hint is float else hint
+
+
+class _Base:
+    TYPE: ClassVar[int]
+    _FIELDS: ClassVar[tuple]
+
+    def check(self) -> None:
+        """Extra validation of nested fields; raise ProtocolError."""
+
+
+def encode_message(msg: Any) -> tuple[int, bytes]:
+    """Return (type, body) for a registered message instance."""
+    values = tuple(getattr(msg, name) for name, _ in msg._FIELDS)
+    return msg.TYPE, pickle.dumps(values, protocol=5)
+
+
+def decode_message(frame: Message) -> Any:
+    """Turn one received :class:`Message` into its dataclass, validating every field."""
+    cls = _REGISTRY.get(frame.type)
+    if cls is None:
+        raise ProtocolError(f'unknown message type {frame.type}')
+    values = safe_loads(frame.payload)
+    if not isinstance(values, tuple) or len(values) != len(cls._FIELDS):
+        raise ProtocolError(f'{cls.__name__}: expected {len(cls._FIELDS)} fields')
+    for (name, kind), value in zip(cls._FIELDS, values):
+        ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+        if not ok or (kind is int and isinstance(value, bool)):
+            raise ProtocolError(f'{cls.__name__}.{name}: unexpected {type(value).__name__}')
+    msg = cls(*values)
+    msg.check()
+    return msg
+
+
+def _check_items(owner: str, items: tuple, kinds: tuple) -> None:
+    for item in items:
+        if not isinstance(item, tuple) or len(item) != len(kinds):
+            raise ProtocolError(f'{owner}: malformed entry')
+        for value, kind in zip(item, kinds):
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ProtocolError(f'{owner}: malformed entry')
+
+
+# --- client <-> node -------------------------------------------------------------
+
+@message(16)
+class NodeInfoRequest(_Base):
+    """Ask a node who it is."""
+
+
+@message(17)
+class NodeInfo(_Base):
+    name: str
+    ip_addr: str
+    port: int
+    cpus: int
+    avail_cpus: int
+    platform: str
+    incarnation: int
+    version: str
+    busy_with: str          # '' when free, else who holds the node
+
+
+@message(18)
+class FileChunk(_Base):
+    """A piece of a file for a computation's directory (relative path, confined)."""
+    comp_id: str
+    relpath: str
+    offset: int
+    data: bytes
+    final: bool
+    mode: int
+
+
+@message(19)
+class SetupComputation(_Base):
+    """Create a computation on the node; its files follow, then StartComputation."""
+    comp_id: str
+    name: str
+    client: str             # who the computation belongs to (for logs and 'busy_with')
+    dest_path: str          # '' = the node picks one directory per computation
+    code: bytes             # opaque: unpickled only in the computation's own process
+    cleanup: bool           # remove files at close
+
+
+@message(20)
+class ComputationReady(_Base):
+    comp_id: str
+    ok: bool
+    error: str
+    dest_path: str
+
+
+@message(21)
+class RunJobs(_Base):
+    """Jobs to run: entries (uid, attempt, payload) where payload is opaque args."""
+    comp_id: str
+    jobs: tuple
+
+    def check(self) -> None:
+        _check_items('RunJobs', self.jobs, (int, int, bytes))
+
+
+@message(22)
+class JobReplies(_Base):
+    """Finished jobs: (uid, attempt, status, start_time, end_time, payload)."""
+    replies: tuple
+
+    def check(self) -> None:
+        _check_items('JobReplies', self.replies, (int, int, int, float, float, bytes))
+
+
+@message(23)
+class AckReplies(_Base):
+    """Replies the client has recorded: (uid, attempt) pairs; the node forgets them."""
+    keys: tuple
+
+    def check(self) -> None:
+        _check_items('AckReplies', self.keys, (int, int))
+
+
+@message(24)
+class CancelJob(_Base):
+    uid: int
+    attempt: int
+
+
+@message(25)
+class CloseComputation(_Base):
+    comp_id: str
+    terminate: bool
+
+
+@message(26)
+class ComputationClosed(_Base):
+    comp_id: str
+
+
+@message(27)
+class Refused(_Base):
+    """The node refuses a request (busy, bad computation id, ...)."""
+    comp_id: str
+    reason: str
+
+
+@message(28)
+class StartComputation(_Base):
+    """All files are sent: start the computation's process and run setup(*setup_args)."""
+    comp_id: str
+    setup_args: bytes       # opaque: unpickled only in the computation's own process

@@ -1,0 +1,1 @@
+"""Pure scheduling core: job/node state machine and load-balancing policy (no I/O)."""

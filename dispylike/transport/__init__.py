@@ -1,0 +1,1 @@
+"""Connections over asyncio: framing + handshake + message codec on TCP/TLS."""

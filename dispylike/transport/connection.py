@@ -1,0 +1,261 @@
+"""An authenticated, framed, message-level connection over asyncio streams.
+
+``connect()`` dials and runs the client handshake; ``Server`` accepts and runs
+the server handshake.  Until the handshake succeeds only small handshake
+frames are accepted and nothing is unpickled.  OS and SSL errors become
+:mod:`dispylike.errors` in :func:`translate_os_error`, the only place that
+does so.  TLS plugs in through the ``ssl`` argument (an ``ssl.SSLContext``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from typing import Any, Awaitable, Callable
+
+from ..errors import (AuthenticationError, ConnectionClosed, DispyError, HandshakeTimeout,
+                      ProtocolError)
+from ..protocol import handshake as hs
+from ..protocol.frames import (DEFAULT_FRAME_CAP, DEFAULT_MESSAGE_CAP, HANDSHAKE_CAP,
+                               FrameDecoder, Message, encode)
+from ..protocol.messages import decode_message, encode_message
+
+log = logging.getLogger('dispylike.transport')
+
+READ_CHUNK = 1 << 18
+#: Accepted connections that have not finished the handshake, at most.
+MAX_PENDING_HANDSHAKES = 64
+
+
+def translate_os_error(exc: BaseException, peer: str) -> DispyError:
+    """Turn an OS/SSL error into the library's error (use with ``raise ... from exc``)."""
+    if isinstance(exc, DispyError):
+        return exc
+    if isinstance(exc, ssl.SSLError):
+        return AuthenticationError(f'TLS with {peer} failed: {exc.reason or exc}')
+    if isinstance(exc, (asyncio.IncompleteReadError, EOFError)):
+        return ConnectionClosed(f'{peer} closed the connection')
+    if isinstance(exc, asyncio.TimeoutError):
+        return HandshakeTimeout(f'{peer} did not answer in time')
+    if isinstance(exc, OSError):
+        return ConnectionClosed(f'connection with {peer} failed: {exc.strerror or exc}')
+    return ConnectionClosed(f'connection with {peer} failed: {exc!r}')
+
+
+class Connection:
+    """Send and receive messages with one authenticated peer.
+
+    ``send`` never blocks (it buffers); ``drain`` waits for the buffer to empty.
+    ``tx``/``rx`` count message bytes, for statistics.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer: str, decoder: FrameDecoder) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.decoder = decoder
+        self.session_key: bytes | None = None
+        self.role: hs.Role | None = None
+        self.tx = 0
+        self.rx = 0
+        self._pending: deque[Message] = deque()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def recv_frame(self) -> Message:
+        while not self._pending:
+            try:
+                data = await self.reader.read(READ_CHUNK)
+            except Exception as exc:
+                raise translate_os_error(exc, self.peer) from exc
+            if not data:
+                raise ConnectionClosed(f'{self.peer} closed the connection')
+            self.rx += len(data)
+            self._pending.extend(self.decoder.feed(data))
+        return self._pending.popleft()
+
+    async def recv(self) -> Any:
+        """The next application message (a validated dataclass)."""
+        return decode_message(await self.recv_frame())
+
+    def send_raw(self, buffers: list) -> None:
+        if self._closed:
+            raise ConnectionClosed(f'connection to {self.peer} is closed')
+        self.tx += sum(len(b) for b in buffers)
+        self.writer.writelines(buffers)
+
+    def send(self, msg: Any) -> None:
+        msg_type, body = encode_message(msg)
+        self.send_raw(encode(msg_type, body))
+
+    async def drain(self) -> None:
+        try:
+            await self.writer.drain()
+        except Exception as exc:
+            raise translate_os_error(exc, self.peer) from exc
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent data (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self.writer.transport.abort()
+
+    async def close(self) -> None:
+        """Flush and close (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except Exception:  # closing a broken connection: nothing left to report
+            self.writer.transport.abort()
+
+    def _authenticated(self, side: hs._Side) -> None:
+        self.session_key = side.session_key
+        self.role = side.role
+        self.decoder.set_caps(DEFAULT_FRAME_CAP, DEFAULT_MESSAGE_CAP)
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    addr = writer.get_extra_info('peername')
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f'{addr[0]}:{addr[1]}'
+    return str(addr)
+
+
+async def _reject_and_close(conn: Connection, reason: str) -> None:
+    try:
+        conn.writer.write(hs.reject_frame(reason))
+        await asyncio.wait_for(conn.writer.drain(), 1)
+    except Exception:  # the peer may already be gone; the reason is logged anyway
+        pass
+    conn.abort()
+
+
+async def connect(host: str, port: int, secret: str | bytes, *, role: hs.Role = hs.Role.CLIENT,
+                  ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0,
+                  local_addr: tuple[str, int] | None = None) -> Connection:
+    """Dial ``host:port`` and authenticate both ways; raise a DispyError on failure."""
+    peer = f'{host}:{port}'
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ssl_context, limit=READ_CHUNK * 4,
+                                    server_hostname=host if ssl_context else None,
+                                    local_addr=local_addr), timeout)
+    except Exception as exc:
+        raise translate_os_error(exc, peer) from exc
+    conn = Connection(reader, writer, peer, FrameDecoder(HANDSHAKE_CAP, HANDSHAKE_CAP))
+    side = hs.ClientHandshake(secret, role)
+    try:
+        await asyncio.wait_for(_client_handshake(conn, side), timeout)
+    except (AuthenticationError, ProtocolError) as exc:
+        await _reject_and_close(conn, str(exc))
+        raise
+    except Exception as exc:
+        conn.abort()
+        raise translate_os_error(exc, peer) from exc
+    conn._authenticated(side)
+    return conn
+
+
+async def _client_handshake(conn: Connection, side: hs.ClientHandshake) -> None:
+    conn.writer.write(side.hello())
+    while not side.done:
+        out = side.receive(await conn.recv_frame())
+        if out:
+            conn.writer.write(out)
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+class Server:
+    """Accept connections, authenticate them, hand each to ``handler``.
+
+    A failed handshake is logged with the peer and reason and the peer gets a
+    REJECT; errors escaping a handler are logged and close only that connection.
+    """
+
+    def __init__(self, secret: str | bytes, handler: Handler, *,
+                 ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
+                 name: str = 'server') -> None:
+        self.secret = secret
+        self.handler = handler
+        self.ssl_context = ssl_context
+        self.handshake_timeout = handshake_timeout
+        self.name = name
+        self._servers: list[asyncio.base_events.Server] = []
+        self._pending = 0
+        self.connections: set[Connection] = set()
+
+    async def listen(self, host: str, port: int) -> int:
+        """Start listening; return the bound port (useful with port 0)."""
+        server = await asyncio.start_server(self._on_accept, host, port, ssl=self.ssl_context,
+                                            limit=READ_CHUNK * 4, reuse_address=True)
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer_name(writer)
+        if self._pending >= MAX_PENDING_HANDSHAKES:
+            log.warning('%s: refusing %s: too many connections in handshake', self.name, peer)
+            writer.transport.abort()
+            return
+        conn = Connection(reader, writer, peer, FrameDecoder(HANDSHAKE_CAP, HANDSHAKE_CAP))
+        self._pending += 1
+        try:
+            await asyncio.wait_for(self._handshake(conn), self.handshake_timeout)
+        except (AuthenticationError, ProtocolError) as exc:
+            log.warning('%s: rejected %s: %s', self.name, peer, exc)
+            await _reject_and_close(conn, str(exc))
+            return
+        except asyncio.TimeoutError:
+            log.warning('%s: dropped %s: no handshake within %ss', self.name, peer,
+                        self.handshake_timeout)
+            conn.abort()
+            return
+        except Exception as exc:
+            log.info('%s: handshake with %s failed: %s', self.name, peer,
+                     translate_os_error(exc, peer))
+            conn.abort()
+            return
+        finally:
+            self._pending -= 1
+        self.connections.add(conn)
+        try:
+            await self.handler(conn)
+        except ConnectionClosed as exc:
+            log.debug('%s: %s', self.name, exc)
+        except ProtocolError as exc:
+            log.warning('%s: closing %s: %s', self.name, peer, exc)
+        except Exception:
+            log.exception('%s: handler for %s failed', self.name, peer)
+        finally:
+            self.connections.discard(conn)
+            await conn.close()
+
+    async def _handshake(self, conn: Connection) -> None:
+        side = hs.ServerHandshake(self.secret)
+        while not side.done:
+            out = side.receive(await conn.recv_frame())
+            conn.writer.write(out)
+        conn._authenticated(side)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.abort()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2)
+            except asyncio.TimeoutError:
+                pass
+        self._servers.clear()
