@@ -28,7 +28,7 @@ from harness import netns, venv  # noqa: E402
 from harness.report import render  # noqa: E402
 from harness.results import Outcome  # noqa: E402
 from harness.runner import run_once  # noqa: E402
-from harness.systems import SYSTEMS, System, unavailable_reason  # noqa: E402
+from harness.systems import PORT_RANGE, SYSTEMS, System, unavailable_reason  # noqa: E402
 from harness.workloads import WORKLOADS, Workload  # noqa: E402
 
 DEFAULT_RUNS = 3
@@ -143,7 +143,7 @@ def write_json(path: Path, meta: Dict, results: Dict[str, Dict[str, Outcome]]) -
 
 
 def run_inside_netns(args: argparse.Namespace) -> int:
-    netns.prepare_private_netns()
+    netns.prepare_private_netns(PORT_RANGE)
     # SIGTERM -> SystemExit so the finally blocks stop every daemon we started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="dispybench-"))

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 from .paths import RUN_SCRIPT
@@ -53,7 +54,7 @@ def reexec_in_private_netns(argv: Sequence[str]) -> NoReturn:
     os.execve(unshare, cmd, env)
 
 
-def prepare_private_netns() -> None:
+def prepare_private_netns(fixed_ports: tuple[int, int]) -> None:
     """Bring `lo` up and refuse to go on unless `lo` is all there is."""
     names = interface_names()
     if names != ["lo"]:
@@ -61,6 +62,24 @@ def prepare_private_netns() -> None:
             f"refusing to run: expected only 'lo' in the network namespace, found {names}")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=10)
     check_loopback()
+    keep_ephemeral_ports_away(fixed_ports)
+
+
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def keep_ephemeral_ports_away(fixed_ports: tuple[int, int]) -> None:
+    """Make sure no outgoing connection can take one of our fixed ports.
+
+    The setting is per network namespace, so narrowing it here (only if it
+    overlaps) touches nothing outside the benchmark.
+    """
+    low, high = (int(x) for x in EPHEMERAL_RANGE.read_text().split())
+    first, last = fixed_ports
+    if high < first or low > last:
+        return
+    new_low = max(last + 1, 32768)
+    EPHEMERAL_RANGE.write_text(f"{new_low} {max(high, new_low + 1000)}\n")
 
 
 def check_loopback() -> None:

@@ -8,6 +8,12 @@ Each networked system gets its own range of base ports so that two systems
 (or two runs) can never talk to each other's node: run k of a system uses
 client port base+2k and node port base+2k+1.  A fresh pair per run also
 sidesteps TIME_WAIT leftovers from the previous run's node.
+
+The ranges lie below Linux's ephemeral port range (default 32768-60999):
+ports inside it get picked as source ports of outgoing connections, and a
+TIME_WAIT socket left on, say, 51302 made the next dispy client fail with
+"Could not bind TCP server" and hang.  netns.prepare_private_netns() checks
+the range.
 """
 from __future__ import annotations
 
@@ -24,6 +30,10 @@ from .paths import REPO_DIR
 
 NODE_CPUS = 2
 HOST = "127.0.0.1"
+DISPY_BASE_PORT = 21300
+DISPYLIKE_BASE_PORT = 23300
+MAX_RUNS_PER_SYSTEM = 500   # keeps each system's ports inside its own range
+PORT_RANGE = (DISPY_BASE_PORT, DISPYLIKE_BASE_PORT + 2 * MAX_RUNS_PER_SYSTEM)
 
 NodeCommand = Callable[[int, Path], List[str]]
 
@@ -38,6 +48,8 @@ class System:
 
     def ports(self, run_index: int) -> tuple[int, int]:
         """(client dispy_port, node port) for the run_index-th run."""
+        if run_index >= MAX_RUNS_PER_SYSTEM:
+            raise ValueError("too many runs for this system's port range")
         client_port = self.base_port + 2 * run_index
         return client_port, client_port + 1
 
@@ -58,7 +70,7 @@ def base_env() -> Dict[str, str]:
 def dispy_system() -> System:
     def command(port: int, dest: Path) -> List[str]:
         return [str(venv.venv_python()), str(venv.dispynode_script()), *node_args(port, dest)]
-    return System("dispy", str(venv.venv_python()), base_env(), 51300, command)
+    return System("dispy", str(venv.venv_python()), base_env(), DISPY_BASE_PORT, command)
 
 
 def dispylike_system() -> System:
@@ -66,7 +78,7 @@ def dispylike_system() -> System:
 
     def command(port: int, dest: Path) -> List[str]:
         return [sys.executable, "-m", "dispylike.node", *node_args(port, dest)]
-    return System("dispylike", sys.executable, env, 53300, command)
+    return System("dispylike", sys.executable, env, DISPYLIKE_BASE_PORT, command)
 
 
 def ppe_system() -> System:

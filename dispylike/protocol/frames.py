@@ -76,9 +76,13 @@ def encode_bytes(msg_type: int, payload: bytes = b'', frame_cap: int = DEFAULT_F
     return b''.join(encode(msg_type, payload, frame_cap))
 
 
-def parse_header(header: bytes | memoryview, frame_cap: int) -> tuple[int, int, int, int]:
-    """Validate one header; return (version, type, flags, length).  Raises ProtocolError."""
-    magic, version, msg_type, flags, length = HEADER.unpack(header)
+def parse_header(buf: bytes | bytearray, frame_cap: int,
+                 offset: int = 0) -> tuple[int, int, int, int]:
+    """Validate the header at ``offset``; return (version, type, flags, length).
+
+    Raises ProtocolError (or a subclass) for anything but a well-formed header.
+    """
+    magic, version, msg_type, flags, length = HEADER.unpack_from(buf, offset)
     if magic != MAGIC:
         raise ProtocolError(f'bad magic {bytes(magic)!r}: not a dispylike peer')
     if version != PROTOCOL_VERSION and msg_type >= FIRST_APP_TYPE:
@@ -137,8 +141,7 @@ class FrameDecoder:
         pos = 0
         try:
             while len(buf) - pos >= HEADER_SIZE:
-                version, msg_type, flags, length = parse_header(
-                    memoryview(buf)[pos:pos + HEADER_SIZE], self.frame_cap)
+                version, msg_type, flags, length = parse_header(buf, self.frame_cap, pos)
                 if len(buf) - pos - HEADER_SIZE < length:
                     break
                 self.peer_version = version

@@ -1,0 +1,11 @@
+"""Helpers for testing programs that use dispylike (and for dispylike's own tests).
+
+* :func:`enter_private_netns` - move this process into a network namespace that
+  holds only loopback, so nothing it starts can reach a real interface.
+* :class:`NodeProcess` - a real dispynode on 127.0.0.1, stopped by PID.
+"""
+
+from .netns import enter_private_netns, netns_status
+from .nodeproc import NodeProcess
+
+__all__ = ['NodeProcess', 'enter_private_netns', 'netns_status']

@@ -1,0 +1,74 @@
+"""A real dispynode subprocess on loopback, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+from ..execution.processes import READY_LINE
+
+
+class NodeProcess:
+    """Start ``python -m dispylike.node`` on 127.0.0.1 (any free port); stop it by PID.
+
+    Use as a context manager.  ``extra`` adds command-line options; ``secret`` is
+    passed through the environment.
+    """
+
+    def __init__(self, cpus: int = 2, secret: str = '', extra: list[str] | None = None,
+                 host: str = '127.0.0.1', timeout: float = 30.0) -> None:
+        self.prefix = tempfile.mkdtemp(prefix='dispylike-test-node-')
+        cmd = [sys.executable, '-m', 'dispylike.node', '-i', host, '--node_port', '0',
+               '-c', str(cpus), '--dest_path_prefix', self.prefix, '--daemon', '--announce',
+               *(extra or [])]
+        env = dict(os.environ, DISPYLIKE_SECRET=secret)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, text=True)
+        try:
+            line = self._readline(timeout)
+            word, self.host, port = line.split()
+            if word != READY_LINE:
+                raise RuntimeError(f'unexpected first line from dispynode: {line!r}')
+            self.port = int(port)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _readline(self, timeout: float) -> str:
+        import selectors
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            raise TimeoutError('dispynode did not start in time')
+        return self.proc.stdout.readline()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait, SIGKILL if needed; always reaps.  Returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        shutil.rmtree(self.prefix, ignore_errors=True)
+        return self.proc.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,124 @@
+"""Framing: round trips, truncation, caps, garbage, versions."""
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dispylike.errors import FrameTooLarge, IncompatiblePeer, ProtocolError
+from dispylike.protocol.frames import (HEADER, MAGIC, PROTOCOL_VERSION, FrameDecoder, encode,
+                                       encode_bytes)
+
+
+def test_round_trip_single_and_many():
+    dec = FrameDecoder()
+    data = encode_bytes(20, b'hello') + encode_bytes(21, b'') + encode_bytes(22, b'x' * 1000)
+    msgs = dec.feed(data)
+    assert [(m.type, m.payload) for m in msgs] == [(20, b'hello'), (21, b''), (22, b'x' * 1000)]
+    assert dec.buffered == 0
+
+
+def test_byte_by_byte_feed_yields_once():
+    dec = FrameDecoder()
+    data = encode_bytes(30, b'abcdef')
+    out = []
+    for i in range(len(data)):
+        out += dec.feed(data[i:i + 1])
+        if i < len(data) - 1:
+            assert out == []
+    assert [(m.type, m.payload) for m in out] == [(30, b'abcdef')]
+
+
+def test_multi_frame_message_reassembled():
+    payload = bytes(range(256)) * 100
+    bufs = encode(40, payload, frame_cap=1000)
+    assert len(bufs) == 2 * 26
+    dec = FrameDecoder(frame_cap=1000)
+    msgs = dec.feed(b''.join(bytes(b) for b in bufs))
+    assert len(msgs) == 1 and msgs[0].payload == payload
+
+
+def test_truncated_frame_waits():
+    dec = FrameDecoder()
+    data = encode_bytes(20, b'0123456789')
+    assert dec.feed(data[:-1]) == []
+    assert dec.buffered == len(data) - 1
+
+
+def test_oversized_frame_refused_from_header_alone():
+    dec = FrameDecoder(frame_cap=100)
+    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, 20, 0, 2**31)
+    with pytest.raises(FrameTooLarge):
+        dec.feed(header)
+    with pytest.raises(FrameTooLarge):  # poisoned: the stream position is lost
+        dec.feed(b'more')
+
+
+def test_message_cap_over_many_frames():
+    dec = FrameDecoder(frame_cap=100, message_cap=250)
+    data = b''.join(bytes(b) for b in encode(20, b'y' * 300, frame_cap=100))
+    with pytest.raises(FrameTooLarge):
+        dec.feed(data)
+
+
+def test_wrong_magic():
+    with pytest.raises(ProtocolError, match='magic'):
+        FrameDecoder().feed(b'GET / HTTP/1.1\r\n\r\n')
+
+
+def test_wrong_version_for_app_message():
+    frame = HEADER.pack(MAGIC, PROTOCOL_VERSION + 1, 20, 0, 0)
+    with pytest.raises(IncompatiblePeer, match='incompatible peer'):
+        FrameDecoder().feed(frame)
+
+
+def test_handshake_frames_readable_at_any_version():
+    frame = HEADER.pack(MAGIC, PROTOCOL_VERSION + 7, 1, 0, 3) + b'abc'
+    dec = FrameDecoder()
+    (msg,) = dec.feed(frame)
+    assert msg.type == 1 and dec.peer_version == PROTOCOL_VERSION + 7
+
+
+def test_unknown_flags_and_type_change():
+    with pytest.raises(ProtocolError, match='flags'):
+        FrameDecoder().feed(HEADER.pack(MAGIC, PROTOCOL_VERSION, 20, 0x80, 0))
+    first = HEADER.pack(MAGIC, PROTOCOL_VERSION, 20, 1, 1) + b'a'
+    second = HEADER.pack(MAGIC, PROTOCOL_VERSION, 21, 0, 1) + b'b'
+    with pytest.raises(ProtocolError, match='type changed'):
+        FrameDecoder().feed(first + second)
+
+
+def test_encode_rejects_bad_type():
+    with pytest.raises(ValueError):
+        encode(70000, b'')
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4096), st.integers(min_value=1, max_value=64))
+def test_arbitrary_bytes_only_defined_outcomes(data, step):
+    dec = FrameDecoder(frame_cap=512, message_cap=1024)
+    try:
+        for i in range(0, len(data), step):
+            for msg in dec.feed(data[i:i + step]):
+                assert isinstance(msg.payload, bytes) and len(msg.payload) <= 1024
+    except ProtocolError:
+        pass
+    assert dec.buffered <= len(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(16, 0xFFFF), st.binary(max_size=300)), max_size=8),
+       st.integers(min_value=1, max_value=50))
+def test_valid_streams_round_trip_in_any_chunking(msgs, step):
+    data = b''.join(b''.join(bytes(b) for b in encode(t, p, frame_cap=64)) for t, p in msgs)
+    dec = FrameDecoder(frame_cap=64)
+    out = []
+    for i in range(0, len(data), step):
+        out += dec.feed(data[i:i + step])
+    assert [(m.type, m.payload) for m in out] == msgs
+
+
+def test_header_layout_is_stable():
+    assert HEADER.size == 12
+    assert encode_bytes(20, b'ab')[:12] == struct.pack('!3sBHHI', b'DLK', 1, 20, 0, 2)

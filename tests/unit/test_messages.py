@@ -1,0 +1,78 @@
+"""Message codec: round trips, validation, and no code execution while decoding."""
+
+import os
+import pickle
+
+import pytest
+
+from dispylike.errors import ProtocolError
+from dispylike.protocol import messages as m
+from dispylike.protocol.frames import Message
+
+
+def roundtrip(msg):
+    t, body = m.encode_message(msg)
+    return m.decode_message(Message(t, body))
+
+
+def test_round_trip_every_kind():
+    samples = [
+        m.NodeInfoRequest(),
+        m.NodeInfo('n', '127.0.0.1', 9701, 2, 2, 'Linux', 123, '0.1', ''),
+        m.FileChunk('c', 'a/b.txt', 0, b'data', True, 0o644),
+        m.SetupComputation('c', 'compute', 'me', '', b'code', True),
+        m.StartComputation('c', b''),
+        m.ComputationReady('c', True, '', '/tmp/x'),
+        m.RunJobs('c', ((1, 1, b'p'), (2, 2, b'q'))),
+        m.JobReplies(((1, 1, 11, 1.0, 2.0, b'r'),)),
+        m.AckReplies(((1, 1),)),
+        m.CancelJob(1, 3),
+        m.CloseComputation('c', False),
+        m.ComputationClosed('c'),
+        m.Refused('c', 'busy'),
+    ]
+    for msg in samples:
+        assert roundtrip(msg) == msg
+
+
+def test_unknown_type():
+    with pytest.raises(ProtocolError, match='unknown message type'):
+        m.decode_message(Message(999, pickle.dumps(())))
+
+
+def test_wrong_field_count_and_types():
+    with pytest.raises(ProtocolError, match='fields'):
+        m.decode_message(Message(m.CancelJob.TYPE, pickle.dumps((1,))))
+    with pytest.raises(ProtocolError, match='CancelJob.uid'):
+        m.decode_message(Message(m.CancelJob.TYPE, pickle.dumps(('1', 2))))
+    with pytest.raises(ProtocolError, match='CancelJob.uid'):
+        m.decode_message(Message(m.CancelJob.TYPE, pickle.dumps((True, 2))))
+
+
+def test_nested_entries_checked():
+    bad = pickle.dumps(('c', ((1, 'x', b'p'),)))
+    with pytest.raises(ProtocolError, match='RunJobs'):
+        m.decode_message(Message(m.RunJobs.TYPE, bad))
+    bad = pickle.dumps(((1,),))
+    with pytest.raises(ProtocolError, match='AckReplies'):
+        m.decode_message(Message(m.AckReplies.TYPE, bad))
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ('echo pwned > /dev/null',))
+
+
+def test_globals_in_a_message_are_refused_not_executed(monkeypatch):
+    body = pickle.dumps(('c', Evil()))
+    called = []
+    monkeypatch.setattr(os, 'system', lambda *a: called.append(a))
+    with pytest.raises(ProtocolError, match='only builtins'):
+        m.decode_message(Message(m.Refused.TYPE, body))
+    assert called == []
+
+
+def test_malformed_pickle_is_protocol_error():
+    for body in (b'', b'\x80\x05garbage', b'not a pickle at all'):
+        with pytest.raises(ProtocolError):
+            m.decode_message(Message(m.CancelJob.TYPE, body))
