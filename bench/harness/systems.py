@@ -74,7 +74,10 @@ def dispy_system() -> System:
 
 
 def dispylike_system() -> System:
-    env = dict(base_env(), PYTHONPATH=str(REPO_DIR))
+    # DISPYBENCH_DISPYLIKE_PATH: benchmark another checkout (or a stand-in
+    # package when testing the harness itself) instead of this repo.
+    source = os.environ.get("DISPYBENCH_DISPYLIKE_PATH") or str(REPO_DIR)
+    env = dict(base_env(), PYTHONPATH=source)
 
     def command(port: int, dest: Path) -> List[str]:
         return [sys.executable, "-m", "dispylike.node", *node_args(port, dest)]

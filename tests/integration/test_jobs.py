@@ -1,0 +1,168 @@
+"""End to end on 127.0.0.1: client -> node -> forked job -> node -> client."""
+
+import os
+import sys
+import threading
+import time
+
+import cloudpickle
+import pytest
+
+import dispylike
+from dispylike import DispyJob
+
+# Test functions travel by value, as functions of a client's __main__ do.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def square(n):
+    return n * n
+
+
+def noisy(n):
+    import sys
+    print('out', n)
+    print('err', n, file=sys.stderr)
+    if n < 0:
+        raise ValueError('negative')
+    return n
+
+
+def cluster_for(node, compute, **kw):
+    return dispylike.JobCluster(compute, nodes=[(node.host, node.port)], **kw)
+
+
+def test_results_stdout_stderr_and_attributes(node):
+    with cluster_for(node, noisy) as c:
+        t0 = time.time()
+        job = c.submit(3)
+        assert job.id == 1 and job() == 3
+        assert job.status == DispyJob.Finished
+        assert job.stdout == 'out 3\n' and job.stderr == 'err 3\n' and job.exception is None
+        assert job.ip_addr == job.host == '127.0.0.1'
+        assert t0 <= job.start_time <= job.end_time <= time.time()
+        assert c.submit(4).id == 2
+
+
+def test_exception_becomes_terminated_with_traceback(node):
+    with cluster_for(node, noisy) as c:
+        job = c.submit(-1)
+        assert job() is None
+        assert job.status == DispyJob.Terminated
+        assert 'ValueError: negative' in job.exception and job.stdout == 'out -1\n'
+
+
+def test_closure_lambda_and_kwargs(node):
+    base = 10
+    with cluster_for(node, lambda x, y=1: base + x * y) as c:
+        assert c.submit(2, y=3)() == 16
+
+
+def test_two_thousand_trivial_jobs_all_correct(node):
+    with cluster_for(node, square) as c:
+        jobs = [c.submit(i) for i in range(2000)]
+        assert c.wait(timeout=110)
+        bad = [j for j in jobs if j.status != DispyJob.Finished or j.result != j.args[0] ** 2]
+        assert bad == []
+
+
+def test_one_job_per_cpu(node1):
+    def span(_):
+        import time
+        start = time.time()
+        time.sleep(0.2)
+        return start, time.time()
+
+    with cluster_for(node1, span) as c:
+        jobs = [c.submit(i) for i in range(4)]
+        spans = sorted(j() for j in jobs)
+    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+        assert s2 >= e1 - 0.01, 'two jobs overlapped on a 1-CPU node'
+
+
+def test_each_job_in_a_fresh_process(node):
+    def pid(_):
+        import os
+        return os.getpid()
+
+    with cluster_for(node, pid) as c:
+        pids = [c.submit(i)() for i in range(6)]
+    assert len(set(pids)) == 6
+
+
+def test_callbacks_run_off_the_io_loop(node):
+    seen = []
+    statuses = []
+
+    def job_status(job):
+        seen.append((job.id, threading.current_thread().name))
+
+    def cluster_status(status, node_, job):
+        statuses.append((status, threading.current_thread().name))
+
+    with cluster_for(node, square, job_status=job_status, cluster_status=cluster_status) as c:
+        for i in range(5):
+            c.submit(i)
+        c.wait()
+    assert sorted(i for i, _ in seen) == [1, 2, 3, 4, 5]
+    names = {n for _, n in seen} | {n for _, n in statuses}
+    assert names == {'dispylike-callbacks'}
+    kinds = {s for s, _ in statuses}
+    assert {dispylike.DispyNode.Initialized, DispyJob.Running, DispyJob.Finished} <= kinds
+
+
+def test_print_status_table(node, capsys):
+    with cluster_for(node, square) as c:
+        for i in range(4):
+            c.submit(i)
+        c.wait()
+        c.print_status()
+    out = capsys.readouterr().out
+    assert 'Node' in out and 'Sec/Job' in out and 'Sent' in out and 'Rcvd' in out
+    assert '127.0.0.1' in out and 'speedup' in out
+    row = [line for line in out.splitlines() if '127.0.0.1' in line][0]
+    assert row.split('|')[2].strip() == '4'
+
+
+def test_submit_node_and_unknown_node(node):
+    with cluster_for(node, square) as c:
+        c.submit(1)()                       # the node has joined
+        assert c.submit_node('127.0.0.1', 5)() == 25
+        nodes = c.status()
+        assert c.submit_node(nodes[0], 6)() == 36
+        job = c.submit_node('10.77.9.9', 7)
+        assert job() is None and job.status == DispyJob.Abandoned
+
+
+def test_wait_timeout_and_close_terminate(node):
+    def sleepy(t):
+        import time
+        time.sleep(t)
+        return t
+
+    c = cluster_for(node, sleepy)
+    job = c.submit(30)
+    assert c.wait(timeout=0.5) is False
+    assert c.close(timeout=0.2) is False            # not finished, not terminated: still open
+    assert c.close(timeout=0.2, terminate=True) is True
+    assert job.status in (DispyJob.Cancelled, DispyJob.Abandoned)
+    with pytest.raises(dispylike.errors.ClusterClosed):
+        c.submit(1)
+
+
+def test_node_serves_the_next_client_after_close(node):
+    for _ in range(2):
+        with cluster_for(node, square) as c:
+            assert c.submit(3)() == 9
+
+
+def test_second_client_is_refused_while_node_is_held(node, caplog):
+    with cluster_for(node, square) as first:
+        assert first.submit(2)() == 4
+        with cluster_for(node, square) as second:
+            job = second.submit(3)
+            assert second.wait(timeout=1.5) is False
+            second.close(timeout=0, terminate=True)
+            assert job.status in (DispyJob.Cancelled, DispyJob.Abandoned)
+        assert first.submit(5)() == 25
+    assert any('in use by' in r.getMessage() for r in caplog.records)
