@@ -167,7 +167,11 @@ def run_inside_netns(args: argparse.Namespace) -> int:
 def main(argv: List[str]) -> int:
     args = parse_args(argv)
     if netns.inside_requested():
-        return run_inside_netns(args)
+        try:
+            return run_inside_netns(args)
+        except KeyboardInterrupt:  # daemons were already stopped by finally blocks
+            log("interrupted")
+            return 130
     # Outside: the last chance to reach PyPI, so set up the dispy venv now.
     if "dispy" in args.systems:
         try:

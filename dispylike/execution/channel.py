@@ -18,6 +18,8 @@ from ..protocol.messages import safe_loads
 INTERNAL = 100
 #: Largest message on internal channels (results and arguments travel here).
 INTERNAL_MESSAGE_CAP = 2 * 1024 * 1024 * 1024 - 1
+#: Read size (and stream buffer limit) on internal channels.
+READ_LIMIT = 1 << 20
 
 
 def pack(*fields: Any) -> list:

@@ -2,14 +2,17 @@
 
 ::
 
-    node daemon ──ctl socketpair──> zygote: loads the bundle, runs setup, then
-        ^                             forks one child per job and reaps it
-        |                                     │ fork
-        └──── Unix socket (token) ──── job child: runs the function, sends
-                                         its result, exits
+    node daemon <──ctl socketpair──> zygote: loads the bundle, runs setup, then
+                                      forks one child per job and reaps it
+                                        ^        │ fork
+                          result pipe   │        v
+                                      job child: runs the function, writes
+                                      its result to the pipe, exits
 
 The zygote is single-threaded, so forking it is safe; every job inherits the
-globals created by ``setup``.  The zygote is the only owner of job processes:
+globals created by ``setup``.  A job is reported to the node once, as 'done',
+when the zygote has both reached the end of its result pipe and reaped it:
+no race between a result and the exit that follows it.  The zygote is the only owner of job processes:
 it forks them, cancels them (SIGINT, grace, SIGTERM, SIGKILL of the process
 group) and reaps them, reporting each exit to the node.  Job processes and the
 zygote die with their parent (parent-death signal).
@@ -17,6 +20,7 @@ zygote die with their parent (parent-death signal).
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
@@ -28,6 +32,8 @@ import subprocess
 import sys
 import time
 import traceback
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
@@ -40,6 +46,7 @@ from .processes import kill_group, set_parent_death_signal
 
 SETUP_OK = (0, 1, 2)
 KILL_AFTER_TERM = 1.0
+READ_SIZE = 1 << 20
 
 
 def _send(sock: socket.socket, *fields: Any) -> None:
@@ -47,16 +54,33 @@ def _send(sock: socket.socket, *fields: Any) -> None:
         sock.sendall(buf)  # sendall: a signal (SIGCHLD) may interrupt a plain send
 
 
+@dataclass(eq=False)
+class _Child:
+    pid: int
+    uid: int
+    attempt: int
+    rfd: int
+    afd: int                       # write end of the argument pipe (-1 once used)
+    decoder: FrameDecoder = field(
+        default_factory=lambda: FrameDecoder(message_cap=channel.INTERNAL_MESSAGE_CAP))
+    result: tuple | None = None
+    eof: bool = False
+    wait_status: int | None = None
+    cpu_time: float = 0.0
+    reported: bool = False
+
+
 class Zygote:
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
         self.decoder = FrameDecoder(message_cap=channel.INTERNAL_MESSAGE_CAP)
         self.loaded: Loaded | None = None
-        self.job_addr = ''
-        self.token = b''
-        self.children: dict[int, tuple[int, int]] = {}  # pid -> (uid, attempt)
-        self.pids: dict[int, int] = {}                  # uid -> pid
-        self.deadlines: dict[int, tuple[float, int]] = {}  # pid -> (when, next signal)
+        self.children: dict[int, _Child] = {}              # pid -> child
+        self.pids: dict[int, int] = {}                      # uid -> pid
+        self.spares: deque[_Child] = deque()
+        self.spare_count = 1
+        self.deadlines: dict[int, tuple[float, int]] = {}   # pid -> (when, next signal)
+        self.sel = selectors.DefaultSelector()
         self._wake_r = -1
         self._wake_w = -1
 
@@ -67,27 +91,28 @@ class Zygote:
         os.set_blocking(self._wake_r, False)
         signal.set_wakeup_fd(self._wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        sel = selectors.DefaultSelector()
-        sel.register(self.ctl, selectors.EVENT_READ)
-        sel.register(self._wake_r, selectors.EVENT_READ)
+        self.sel.register(self.ctl, selectors.EVENT_READ)
+        self.sel.register(self._wake_r, selectors.EVENT_READ)
         while True:
             timeout = None
             if self.deadlines:
                 timeout = max(0.0, min(d for d, _ in self.deadlines.values()) - time.monotonic())
-            for key, _ in sel.select(timeout):
+            for key, _ in self.sel.select(timeout):
                 if key.fileobj is self.ctl:
-                    data = self.ctl.recv(1 << 20)
+                    data = self.ctl.recv(READ_SIZE)
                     if not data:
                         self.finish(run_cleanup=False)
                         return
                     for msg in self.decoder.feed(data):
                         if self.handle(channel.unpack(msg)):
                             return
-                else:
+                elif key.fileobj == self._wake_r:
                     try:
                         os.read(self._wake_r, 4096)
                     except BlockingIOError:
                         pass
+                else:
+                    self.read_result(key.data)
             self.reap()
             self.escalate()
 
@@ -106,9 +131,8 @@ class Zygote:
         return False
 
     # --- computation ----------------------------------------------------------------
-    def do_load(self, code: bytes, dest_path: str, node_globals: dict, job_addr: str,
-                token: bytes, setup_args: bytes) -> None:
-        self.job_addr, self.token = job_addr, token
+    def do_load(self, code: bytes, dest_path: str, node_globals: dict, setup_args: bytes,
+                spares: int) -> None:
         node_globals = dict(node_globals)
         node_globals['dispynode_logger'] = logging.getLogger('dispynode')
         try:
@@ -118,12 +142,16 @@ class Zygote:
                 ret = self.loaded.setup(*args)
                 if ret not in SETUP_OK:
                     raise RuntimeError(f'setup returned {ret!r}; it must return 0, 1 or 2')
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - any failure of user setup is reported
             _send(self.ctl, 'failed', traceback.format_exc())
             return
+        gc.freeze()  # jobs then leave the objects made so far alone: fewer copied pages
+        self.spare_count = max(0, spares)
+        self._top_up()
         _send(self.ctl, 'ready', '')
 
     def finish(self, run_cleanup: bool) -> None:
+        self.spare_count = 0
         for pid in list(self.children):
             kill_group(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
@@ -133,7 +161,7 @@ class Zygote:
         if run_cleanup and self.loaded is not None and self.loaded.cleanup is not None:
             try:
                 self.loaded.cleanup()
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - reported to the node
                 error = traceback.format_exc()
         try:
             _send(self.ctl, 'closed', error)
@@ -141,22 +169,50 @@ class Zygote:
             pass
 
     # --- jobs -----------------------------------------------------------------------
+    # A job process is forked *before* its job arrives (a "spare" waiting on its
+    # argument pipe), so the fork is off the job's critical path; each job still
+    # gets a fresh process forked from the zygote after setup.
     def fork_job(self, uid: int, attempt: int, payload: bytes) -> None:
+        child = self.spares.popleft() if self.spares else self._spawn()
+        child.uid, child.attempt = uid, attempt
+        self.pids[uid] = child.pid
+        try:
+            for buf in channel.pack('run', payload):
+                _write_all(child.afd, buf)
+        except OSError:
+            pass  # the spare died: reaping reports the job as ended without a result
+        os.close(child.afd)
+        child.afd = -1
+        self._top_up()
+
+    def _top_up(self) -> None:
+        while len(self.spares) < self.spare_count:
+            self.spares.append(self._spawn())
+
+    def _spawn(self) -> _Child:
+        rfd, wfd = os.pipe()
+        afd_r, afd_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             code = 70
             try:
+                os.close(rfd)
+                os.close(afd_w)
                 self._child_setup()
-                code = run_job(self.loaded, uid, attempt, payload, self.job_addr, self.token)
+                code = run_job(self.loaded, afd_r, wfd)
             finally:
                 os._exit(code)
+        os.close(wfd)
+        os.close(afd_r)
         try:
             os.setpgid(pid, pid)  # also done in the child; whoever runs first wins
         except OSError:
             pass
-        self.children[pid] = (uid, attempt)
-        self.pids[uid] = pid
-        _send(self.ctl, 'started', uid, attempt, pid)
+        os.set_blocking(rfd, False)
+        child = _Child(pid, -1, -1, rfd, afd_w)
+        self.children[pid] = child
+        self.sel.register(rfd, selectors.EVENT_READ, child)
+        return child
 
     def _child_setup(self) -> None:
         os.setpgid(0, 0)
@@ -165,9 +221,50 @@ class Zygote:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        for fd in (self._wake_r, self._wake_w):
+        fds = [self._wake_r, self._wake_w]
+        for other in self.children.values():
+            fds += [fd for fd in (other.rfd, other.afd) if fd >= 0]
+        for fd in fds:
             os.close(fd)
+        self.sel.close()
         self.ctl.close()
+
+    def read_result(self, child: _Child, block: bool = False) -> None:
+        """Read what the child wrote to its pipe; at EOF, report the job."""
+        if block:
+            os.set_blocking(child.rfd, True)
+        while True:
+            try:
+                data = os.read(child.rfd, READ_SIZE)
+            except BlockingIOError:
+                return
+            if not data:
+                break
+            try:
+                for msg in child.decoder.feed(data):
+                    fields = channel.unpack(msg)
+                    if fields[0] == 'result' and len(fields) == 5:
+                        child.result = fields[1:]
+            except ValueError:  # ProtocolError: a job wrote garbage; it has no result
+                child.result = None
+        self.sel.unregister(child.rfd)
+        os.close(child.rfd)
+        child.rfd = -1  # the number may be reused at once: never close it again
+        child.eof = True
+        self._report(child)
+
+    def _report(self, child: _Child) -> None:
+        """Tell the node a job ended: at EOF with a result (the process is exiting), else
+        once it is reaped (so the report can say how it died)."""
+        if child.reported or child.uid < 0 or not child.eof:
+            return
+        if child.result is None and child.wait_status is None:
+            return
+        child.reported = True
+        self.pids.pop(child.uid, None)
+        self.deadlines.pop(child.pid, None)
+        _send(self.ctl, 'done', child.uid, child.attempt, child.wait_status or 0,
+              child.cpu_time, child.result)
 
     def cancel(self, uid: int, grace: float) -> None:
         pid = self.pids.get(uid)
@@ -195,18 +292,20 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            entry = self.children.pop(pid, None)
-            self.deadlines.pop(pid, None)
-            if entry is None:
+            child = self.children.pop(pid, None)
+            if child is None:
                 continue
-            uid, attempt = entry
-            self.pids.pop(uid, None)
             kill_group(pid, signal.SIGKILL)  # leftovers the job spawned in its group
-            try:
-                _send(self.ctl, 'exited', uid, attempt, status,
-                      usage.ru_utime + usage.ru_stime)
-            except OSError:
-                return
+            if child in self.spares:
+                self.spares.remove(child)
+            if child.afd >= 0:
+                os.close(child.afd)
+                child.afd = -1
+            child.wait_status = status
+            child.cpu_time = usage.ru_utime + usage.ru_stime
+            if not child.eof:
+                self.read_result(child)  # the pipe may hold the last bytes: drain it
+            self._report(child)
             if block:
                 return
 
@@ -221,14 +320,14 @@ def _capture_run(loaded: Loaded, payload: bytes) -> tuple[Any, str, str, str | N
     try:
         args, kwargs = cloudpickle.loads(payload)
         if loaded.kind == 'program':
-            proc = subprocess.run([os.path.join('.', loaded.program), *args],
+            proc = subprocess.run([os.path.join('.', loaded.program), *args], check=False,
                                   capture_output=True, text=True, errors='replace')
             result = proc.returncode
             out.write(proc.stdout)
             err.write(proc.stderr)
         else:
             result = loaded.func(*args, **kwargs)
-    except BaseException:  # the job's own failure is its result: report, never crash
+    except BaseException:  # noqa: BLE001 - the job's own failure is its result
         status = JobStatus.Terminated
         exception = traceback.format_exc()
         result = None
@@ -242,29 +341,45 @@ def _serialize_reply(result: Any, stdout: str, stderr: str, exception: str | Non
     reply = (result, stdout, stderr, exception)
     try:
         return status, pickle.dumps(reply, protocol=5)
-    except Exception:
+    except Exception:  # noqa: BLE001 - plain pickle failed: try by value below
         pass
     try:
         return status, cloudpickle.dumps(reply, protocol=5)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means: unpicklable result
         msg = (f'the result could not be serialised ({type(exc).__name__}: {exc}); '
                'return picklable data or send a file with dispy_send_file')
         return JobStatus.Terminated, pickle.dumps((None, stdout, stderr, msg), protocol=5)
 
 
-def run_job(loaded: Loaded | None, uid: int, attempt: int, payload: bytes,
-            job_addr: str, token: bytes) -> int:
-    """Body of a job process: returns its exit code (0 = result delivered)."""
+def _write_all(fd: int, buf: bytes | memoryview) -> None:
+    view = memoryview(buf)
+    while view:
+        view = view[os.write(fd, view):]  # a pipe may take a large write in parts
+
+
+def _read_message(fd: int) -> tuple | None:
+    decoder = FrameDecoder(message_cap=channel.INTERNAL_MESSAGE_CAP)
+    while True:
+        data = os.read(fd, READ_SIZE)
+        if not data:
+            return None
+        for msg in decoder.feed(data):
+            return channel.unpack(msg)
+
+
+def run_job(loaded: Loaded | None, afd: int, wfd: int) -> int:
+    """Body of a job process: wait for its arguments on ``afd``, run, write the result
+    to ``wfd``.  Returns the exit code."""
+    msg = _read_message(afd)
+    os.close(afd)
+    if msg is None or loaded is None:
+        return 71  # a spare that was never used, or a node that never loaded
     start = time.time()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(job_addr)
-    _send(sock, 'hello', token, uid, attempt)
-    if loaded is None:
-        return 71
-    result, out, err, exc, status = _capture_run(loaded, payload)
+    result, out, err, exc, status = _capture_run(loaded, msg[1])
     status, body = _serialize_reply(result, out, err, exc, status)
-    _send(sock, 'result', int(status), start, time.time(), body)
-    sock.shutdown(socket.SHUT_WR)
+    for buf in channel.pack('result', int(status), start, time.time(), body):
+        _write_all(wfd, buf)
+    os.close(wfd)
     return 0
 
 

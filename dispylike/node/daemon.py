@@ -128,7 +128,6 @@ class NodeDaemon:
         self.incarnation = random.getrandbits(63)
         self.prefix = opts.dest_path_prefix or os.path.join(tempfile.gettempdir(), 'dispylike',
                                                             'node')
-        self.run_dir = ''
         self.ip_addr = ''
         self.port = 0
         self.owner: ClientSession | None = None
@@ -153,7 +152,6 @@ class NodeDaemon:
         if self.opts.clean and os.path.isdir(self.prefix):
             shutil.rmtree(self.prefix, ignore_errors=True)
         os.makedirs(self.prefix, mode=0o700, exist_ok=True)
-        self.run_dir = tempfile.mkdtemp(prefix='dlk-')
         port = self.opts.node_port
         if port is None:
             port = config.port_of('NodePort', self.opts.dispy_port)
@@ -173,9 +171,6 @@ class NodeDaemon:
             conn.abort()
         await self._server.close()
         await asyncio.sleep(0)
-        if self.run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-            self.run_dir = ''
 
     # --- per client -------------------------------------------------------------
     async def _serve_client(self, conn: Connection) -> None:
@@ -247,11 +242,11 @@ class NodeDaemon:
 
     async def _on_start(self, session: ClientSession, msg: m.StartComputation) -> None:
         comp = self._comp(session, msg.comp_id)
-        host = ComputationHost(comp.comp_id, comp.name, comp.dest_path, self.run_dir)
+        host = ComputationHost(comp.comp_id, comp.name, comp.dest_path)
         node_globals = {'dispy_node_name': self.name, 'dispy_node_ip_addr': self.ip_addr,
                         'dispy_job_path': comp.dest_path}
         try:
-            await host.start(comp.code, node_globals, msg.setup_args)
+            await host.start(comp.code, node_globals, msg.setup_args, spares=self.cpus)
         except ComputationError as exc:
             log.warning('computation "%s" from %s failed: %s', comp.name, session.client, exc)
             session.conn.send(m.ComputationReady(comp.comp_id, False, str(exc), comp.dest_path))
