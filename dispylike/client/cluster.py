@@ -9,7 +9,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import cloudpickle
 
@@ -166,7 +167,7 @@ class JobCluster:
         """The nodes used so far (DispyNode records)."""
         return list(self._engine.nodes)
 
-    def __enter__(self) -> 'JobCluster':
+    def __enter__(self) -> JobCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,7 +23,8 @@ import os
 import pickle
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import cloudpickle
 
@@ -164,10 +165,11 @@ class Engine:
 
     async def _send_file(self, conn: Connection, path: str, relpath: str, mode: int) -> int:
         sent = 0
-        with open(path, 'rb') as f:
+        f = await asyncio.to_thread(open, path, 'rb')  # disk I/O stays off the loop
+        with f:
             size = os.fstat(f.fileno()).st_size
             while True:
-                data = f.read(FILE_CHUNK)
+                data = await asyncio.to_thread(f.read, FILE_CHUNK)
                 final = sent + len(data) >= size or not data
                 conn.send(m.FileChunk(self.cfg.comp_id, relpath, sent, data, final, mode))
                 sent += len(data)
@@ -208,8 +210,8 @@ class Engine:
         """The link key for a DispyNode, IP address or host name (None if unknown)."""
         for link in self.links.values():
             n = link.node
-            if node is n or node in (n.ip_addr, n.name, link.key) or (
-                    isinstance(node, DispyNode) and (node.ip_addr, node.port) == (n.ip_addr, n.port)):
+            same = isinstance(node, DispyNode) and (node.ip_addr, node.port) == (n.ip_addr, n.port)
+            if node is n or same or node in (n.ip_addr, n.name, link.key):
                 return link.key
         return None
 
@@ -313,7 +315,7 @@ class Engine:
             except DispyError:
                 link.closed.set()
         if links:
-            await asyncio.wait([asyncio.ensure_future(l.closed.wait()) for l in links],
+            await asyncio.wait([asyncio.ensure_future(link.closed.wait()) for link in links],
                                timeout=timeout)
         for link in links:
             await link.conn.close()

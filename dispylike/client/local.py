@@ -27,7 +27,7 @@ class LocalNodeProcess:
 
     @classmethod
     async def launch(cls, cpus: int, secret: str, debug: bool = False,
-                     timeout: float = 60.0) -> 'LocalNodeProcess':
+                     timeout: float = 60.0) -> LocalNodeProcess:
         prefix = tempfile.mkdtemp(prefix='dispylike-local-')
         env = dict(os.environ, DISPYLIKE_SECRET=secret)
         cmd = [sys.executable, '-m', 'dispylike.node', '-i', '127.0.0.1', '--node_port', '0',

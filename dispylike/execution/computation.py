@@ -17,7 +17,8 @@ import os
 import sys
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import cloudpickle
 

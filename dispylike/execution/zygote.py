@@ -10,12 +10,16 @@
                                       its result to the pipe, exits
 
 The zygote is single-threaded, so forking it is safe; every job inherits the
-globals created by ``setup``.  A job is reported to the node once, as 'done',
-when the zygote has both reached the end of its result pipe and reaped it:
-no race between a result and the exit that follows it.  The zygote is the only owner of job processes:
-it forks them, cancels them (SIGINT, grace, SIGTERM, SIGKILL of the process
-group) and reaps them, reporting each exit to the node.  Job processes and the
-zygote die with their parent (parent-death signal).
+globals created by ``setup``.  To keep fork off a job's critical path the zygote
+keeps "spare" job processes, forked ahead and blocked on their argument pipe;
+each job still runs in a fresh process of its own.
+
+The zygote is the only owner of job processes: it forks them, cancels them
+(SIGINT, grace, SIGTERM, SIGKILL of the process group) and reaps them.  A job
+is reported to the node exactly once, as 'done': at the end of its result pipe
+when a result arrived (the process is exiting), otherwise when it is reaped, so
+the report can say how it died.  Job processes and the zygote die with their
+parent (parent-death signal).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .. import config
 from ..errors import ComputationError, ConnectionClosed, ProtocolError
@@ -81,11 +82,12 @@ class NodeComputation:
     host: ComputationHost | None = None
     sinks: dict[str, FileSink] = field(default_factory=dict)
     running: dict[int, int] = field(default_factory=dict)   # uid -> attempt
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when nothing runs
 
 
 @dataclass
 class _Queued:
-    session: 'ClientSession'
+    session: ClientSession
     comp: NodeComputation
     uid: int
     attempt: int
@@ -95,7 +97,7 @@ class _Queued:
 class ClientSession:
     """One authenticated client connection and what it owns on this node."""
 
-    def __init__(self, node: 'NodeDaemon', conn: Connection) -> None:
+    def __init__(self, node: NodeDaemon, conn: Connection) -> None:
         self.node = node
         self.conn = conn
         self.client = conn.peer
@@ -149,7 +151,7 @@ class NodeDaemon:
 
     # --- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
-        if self.opts.clean and os.path.isdir(self.prefix):
+        if self.opts.clean and os.path.isdir(self.prefix):  # noqa: ASYNC240 - start-up only
             shutil.rmtree(self.prefix, ignore_errors=True)
         os.makedirs(self.prefix, mode=0o700, exist_ok=True)
         port = self.opts.node_port
@@ -267,6 +269,7 @@ class NodeDaemon:
                 continue
             self.free -= 1
             q.comp.running[q.uid] = q.attempt
+            q.comp.idle.clear()
             fut = q.comp.host.run(q.uid, q.attempt, q.payload)
             fut.add_done_callback(partial(self._job_done, q.session, q.comp, q.uid, q.attempt))
 
@@ -277,6 +280,8 @@ class NodeDaemon:
         self.jobs_done += 1
         if comp.running.get(uid) == attempt:
             del comp.running[uid]
+            if not comp.running:
+                comp.idle.set()
         session.reply((uid, attempt, int(outcome.status), outcome.start_time, outcome.end_time,
                        outcome.payload))
         self._pump()
@@ -311,8 +316,7 @@ class NodeDaemon:
             sink.abort()
         if comp.host is not None:
             if not terminate:
-                while comp.running:
-                    await asyncio.sleep(0.05)
+                await comp.idle.wait()
             error = await comp.host.close(run_cleanup=True)
             if error:
                 log.warning('cleanup of "%s" failed:\n%s', comp.name, error)

@@ -87,7 +87,7 @@ def decode_message(frame: Message) -> Any:
     values = safe_loads(frame.payload)
     if not isinstance(values, tuple) or len(values) != len(cls._FIELDS):
         raise ProtocolError(f'{cls.__name__}: expected {len(cls._FIELDS)} fields')
-    for (name, kind), value in zip(cls._FIELDS, values):
+    for (name, kind), value in zip(cls._FIELDS, values, strict=True):
         ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
         if not ok or (kind is int and isinstance(value, bool)):
             raise ProtocolError(f'{cls.__name__}.{name}: unexpected {type(value).__name__}')
@@ -100,7 +100,7 @@ def _check_items(owner: str, items: tuple, kinds: tuple) -> None:
     for item in items:
         if not isinstance(item, tuple) or len(item) != len(kinds):
             raise ProtocolError(f'{owner}: malformed entry')
-        for value, kind in zip(item, kinds):
+        for value, kind in zip(item, kinds, strict=True):
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise ProtocolError(f'{owner}: malformed entry')
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Hashable
+from collections.abc import Hashable
 
 from ..status import JobStatus
 from .policy import MostFreeCpus
@@ -147,7 +147,8 @@ class Scheduler:
             if job.cancelling:
                 out.append(self._finish(uid, JobStatus.Cancelled, f'cancelled; {reason}'))
             elif not self.reentrant or job.pinned is not None:
-                out.append(self._finish(uid, JobStatus.Abandoned, f'{reason} while running this job'))
+                out.append(self._finish(uid, JobStatus.Abandoned,
+                                        f'{reason} while running this job'))
             elif job.losses >= self.max_losses:
                 out.append(self._finish(uid, JobStatus.Abandoned,
                                         f'node lost while running this job {job.losses} times'))
@@ -169,7 +170,8 @@ class Scheduler:
         else:
             entry = self._nodes.get(node)
             if entry is None:
-                return [self._finish(uid, JobStatus.Abandoned, f'node {node} is not in the cluster')]
+                return [self._finish(uid, JobStatus.Abandoned,
+                                     f'node {node} is not in the cluster')]
             entry.pinned.append(uid)
         return self.schedule()
 

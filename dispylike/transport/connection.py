@@ -13,7 +13,8 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 from ..errors import (AuthenticationError, ConnectionClosed, DispyError, HandshakeTimeout,
                       ProtocolError)

@@ -76,13 +76,12 @@ def test_one_job_per_cpu(node1):
     with cluster_for(node1, span) as c:
         jobs = [c.submit(i) for i in range(4)]
         spans = sorted(j() for j in jobs)
-    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
-        assert s2 >= e1 - 0.01, 'two jobs overlapped on a 1-CPU node'
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end - 0.01, 'two jobs overlapped on a 1-CPU node'
 
 
 def test_each_job_in_a_fresh_process(node):
     def pid(_):
-        import os
         return os.getpid()
 
     with cluster_for(node, pid) as c:

@@ -236,7 +236,7 @@ def _raw(node, data: bytes) -> bytes:
         try:
             while chunk := s.recv(4096):
                 chunks.append(chunk)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             pass
     return b''.join(chunks)
 
@@ -267,7 +267,8 @@ def test_local_node_needs_no_daemon():
         assert node.ip_addr == '127.0.0.1' and node.cpus == 2
 
 
-@pytest.mark.parametrize('args, words', [(['-c', '999'], 'more than'), (['--bogus'], 'unrecognized'),
+@pytest.mark.parametrize('args, words', [(['-c', '999'], 'more than'),
+                                         (['--bogus'], 'unrecognized'),
                                          (['-c', '-999'], 'leaves no CPU')])
 def test_dispynode_bad_options_exit_non_zero(args, words):
     proc = subprocess.run([sys.executable, '-m', 'dispylike.node', *args], capture_output=True,
