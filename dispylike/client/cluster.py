@@ -40,6 +40,12 @@ class JobCluster:
     ``nodes`` entries: host names, IP addresses, ``(host, port)`` tuples,
     :class:`NodeAllocate` objects, and :class:`LocalNode` for an embedded
     node that the cluster starts on 127.0.0.1 and stops at close.
+
+    The client only dials out to nodes (one authenticated TCP connection each,
+    used both ways), so it needs no inbound port: ``host`` is the source address
+    for those connections (the first one, if a list), and ``ext_host`` is
+    accepted for compatibility.  ``dest_path`` is relative to each node's
+    ``--dest_path_prefix``.
     """
 
     _ids = itertools.count(1)
@@ -76,9 +82,12 @@ class JobCluster:
         self._closed = False
         self._start_time = time.time()
         self._callbacks = CallbackRunner() if (job_status or cluster_status) else None
+        if isinstance(host, (list, tuple)):
+            host = host[0] if host else None
         cfg = EngineConfig(comp_id=uuid.uuid4().hex, package=self._package,
                            client_name=f'{socket.gethostname()}:{os.getpid()}',
-                           secret=secret or '', dest_path=dest_path or '',
+                           secret=secret or '', dest_path=(dest_path or '').strip('/'),
+                           local_addr=host or None,
                            remove_files=cleanup is not False, reentrant=bool(reentrant),
                            dispy_port=dispy_port or config.DispyPort)
         self._io = LoopThread(f'dispylike-io-{next(self._ids)}')

@@ -55,6 +55,7 @@ class EngineConfig:
     reentrant: bool = False
     dispy_port: int = config.DispyPort
     msg_timeout: float = config.MsgTimeout
+    local_addr: str | None = None     # source address for connections to nodes
 
 
 @dataclass
@@ -106,7 +107,9 @@ class Engine:
                 local = await LocalNodeProcess.launch(spec.node_cpus, self.cfg.secret, spec.debug)
                 self._locals.append(local)
                 host, port = local.host, local.port
-            conn = await connect(host, port, self.cfg.secret, timeout=self.cfg.msg_timeout)
+            local = (self.cfg.local_addr, 0) if self.cfg.local_addr else None
+            conn = await connect(host, port, self.cfg.secret, timeout=self.cfg.msg_timeout,
+                                 local_addr=local)
         except DispyError as exc:
             log.warning('node %s:%s is not used: %s', host, port, exc)
             return

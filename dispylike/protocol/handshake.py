@@ -33,6 +33,7 @@ NONCE_SIZE = 32
 MAC_SIZE = 32
 _HELLO = struct.Struct(f'!BB{NONCE_SIZE}s')
 MAX_REASON = 512
+SECRET_MISMATCH = 'secret mismatch: the peer could not prove it knows this side\'s secret'
 
 
 class Role(enum.IntEnum):
@@ -111,8 +112,7 @@ class ClientHandshake(_Side):
             ns, mac = bytes(msg.payload[:NONCE_SIZE]), bytes(msg.payload[NONCE_SIZE:])
             want = self._mac(b'server', PROTOCOL_VERSION, self.role, self.nonce, ns)
             if not hmac.compare_digest(mac, want):
-                raise AuthenticationError('peer failed to prove it knows the secret '
-                                          '(secrets differ?)')
+                raise AuthenticationError(SECRET_MISMATCH)
             self._server_nonce = ns
             return encode_bytes(PROOF, self._mac(b'client', PROTOCOL_VERSION, self.role,
                                                  self.nonce, ns))
@@ -154,6 +154,6 @@ class ServerHandshake(_Side):
         want = self._mac(b'client', PROTOCOL_VERSION, int(self.role), self._client_nonce,
                          self.nonce)
         if not hmac.compare_digest(bytes(msg.payload), want):
-            raise AuthenticationError('peer failed to prove it knows the secret (secrets differ?)')
+            raise AuthenticationError(SECRET_MISMATCH)
         self._finish(self._client_nonce, self.nonce)
         return encode_bytes(WELCOME)

@@ -26,7 +26,8 @@ class NodeProcess:
                '-c', str(cpus), '--dest_path_prefix', self.prefix, '--daemon', '--announce',
                *(extra or [])]
         env = dict(os.environ, DISPYLIKE_SECRET=secret)
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+        self._log = tempfile.NamedTemporaryFile(prefix='dispynode-', suffix='.log', delete=False)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=self._log,
                                      stdin=subprocess.DEVNULL, text=True)
         try:
             line = self._readline(timeout)
@@ -50,6 +51,11 @@ class NodeProcess:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
+    def log(self) -> str:
+        """What the node has logged so far."""
+        with open(self._log.name, errors='replace') as f:
+            return f.read()
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -65,6 +71,12 @@ class NodeProcess:
         if self.proc.stdout:
             self.proc.stdout.close()
         shutil.rmtree(self.prefix, ignore_errors=True)
+        self._log.close()
+        try:
+            if os.environ.get('DISPYLIKE_KEEP_NODE_LOGS') is None:
+                os.unlink(self._log.name)
+        except FileNotFoundError:
+            pass
         return self.proc.returncode
 
     def __enter__(self) -> NodeProcess:

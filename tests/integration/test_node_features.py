@@ -224,7 +224,8 @@ def test_wrong_secret_is_refused_and_node_keeps_serving(caplog):
             assert c.wait(timeout=2) is False
             c.close(timeout=0, terminate=True)
         assert job.status != DispyJob.Finished
-        assert any('secret' in r.getMessage() for r in caplog.records)
+        assert any('secret mismatch' in r.getMessage() for r in caplog.records)
+        assert 'secret mismatch' in node.log()
         with cluster_for(node, square, secret='right') as c:
             assert c.submit(3)() == 9
 
