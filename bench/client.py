@@ -28,7 +28,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 RESULT_MARKER = "BENCH_RESULT "
 
@@ -55,7 +56,7 @@ class Progress:
         self.lock = threading.Lock()
         self.last_progress = time.monotonic()
         self.phase = "setup"
-        self.result: Dict[str, Any] = {
+        self.result: dict[str, Any] = {
             "status": "running", "jobs": jobs, "completed": 0, "failed": 0,
             "failure_reasons": {},
         }
@@ -87,7 +88,7 @@ class Progress:
     def fail(self, exc: BaseException) -> None:
         self.update(error=f"{type(exc).__name__}: {exc}"[:500])
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return json.loads(json.dumps(self.result))
 
@@ -96,7 +97,7 @@ _emit_lock = threading.Lock()
 _emitted = False
 
 
-def emit(result: Dict[str, Any]) -> bool:
+def emit(result: dict[str, Any]) -> bool:
     """Write the result line once; the watchdog and the main thread may race
     near the deadline, and the harness must see exactly one verdict."""
     global _emitted
@@ -201,7 +202,7 @@ def warm_up(cluster, progress: Progress) -> None:
 # Workloads.  Each takes (system, port, params, progress) and fills
 # progress.result; the caller emits it.
 # --------------------------------------------------------------------------
-def run_w1_throughput(system: str, port: int, params: Dict[str, Any],
+def run_w1_throughput(system: str, port: int, params: dict[str, Any],
                       progress: Progress) -> None:
     """Submit all jobs, then wait for all of them; time first submit to last
     result.  A warm-up job first so that node discovery and computation
@@ -247,7 +248,7 @@ def run_w1_ppe(jobs: int, progress: Progress) -> None:
         progress.touch("closing")
 
 
-def run_w2_latency(system: str, port: int, params: Dict[str, Any],
+def run_w2_latency(system: str, port: int, params: dict[str, Any],
                    progress: Progress) -> None:
     """Sequential submit + job() round trips; one latency sample each."""
     samples = int(params["jobs"])
@@ -262,7 +263,7 @@ def run_w2_latency(system: str, port: int, params: Dict[str, Any],
             progress.record(ok, reason)
 
 
-WORKLOADS: Dict[str, Callable[[str, int, Dict[str, Any], Progress], None]] = {
+WORKLOADS: dict[str, Callable[[str, int, dict[str, Any], Progress], None]] = {
     "W1": run_w1_throughput,
     "W2": run_w2_latency,
 }

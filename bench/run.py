@@ -20,7 +20,6 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -32,10 +31,13 @@ from harness.systems import PORT_RANGE, SYSTEMS, System, unavailable_reason  # n
 from harness.workloads import WORKLOADS, Workload  # noqa: E402
 
 DEFAULT_RUNS = 3
+# dispy's W1 hangs in a third to half of the runs; a couple of retries make it
+# likely that the median still has --runs samples behind it.
+DEFAULT_RETRIES = 2
 
 
-def csv_list(choices: List[str]):
-    def parse(text: str) -> List[str]:
+def csv_list(choices: list[str]):
+    def parse(text: str) -> list[str]:
         items = [x.strip() for x in text.split(",") if x.strip()]
         unknown = [x for x in items if x not in choices]
         if unknown or not items:
@@ -44,7 +46,7 @@ def csv_list(choices: List[str]):
     return parse
 
 
-def parse_args(argv: List[str]) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark real dispy 4.15.2 against dispylike (inside a private netns).")
     parser.add_argument("--quick", action="store_true",
@@ -55,6 +57,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         help="comma-separated workloads, e.g. W1,W2")
     parser.add_argument("--systems", type=csv_list(list(SYSTEMS)), default=list(SYSTEMS),
                         help="comma-separated systems: dispy,dispylike,ppe")
+    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                        help="extra attempts per workload and system for runs that hang "
+                             f"(default {DEFAULT_RETRIES}); hung attempts stay in the report")
     parser.add_argument("--json", type=Path, default=None,
                         help="also write all raw results to this JSON file")
     parser.add_argument("--keep", action="store_true",
@@ -64,6 +69,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
         args.runs = 1 if args.quick else DEFAULT_RUNS
     if args.runs < 1:
         parser.error("--runs must be >= 1")
+    if args.retries < 0:
+        parser.error("--retries must be >= 0")
     return args
 
 
@@ -71,17 +78,25 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def systems_for(workload: Workload, selected: List[str]) -> List[str]:
+def systems_for(workload: Workload, selected: list[str]) -> list[str]:
     wanted = set(workload.systems) | ({"ppe"} if workload.with_floor else set())
     return [name for name in selected if name in wanted]
 
 
-def describe(result: Dict) -> str:
+def describe(result: dict) -> str:
     status = result.get("status")
     shown = {k: result[k] for k in ("jobs_per_s", "failed") if k in result}
     numbers = " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in shown.items())
     return f"{status} {numbers} ({result.get('wall_s', '?')}s)".strip()
+
+
+def worth_retrying(result: dict) -> bool:
+    """Retry only the intermittent kind of hang: one that stalled after the
+    warm-up job had worked.  A run that never got a first result hangs the
+    same way every time, and retrying would just burn time."""
+    return (result.get("status") == "hung"
+            and result.get("hung_phase") not in (None, "setup", "warm-up"))
 
 
 class Bench:
@@ -91,12 +106,12 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
-        self.systems: Dict[str, System] = {n: SYSTEMS[n]() for n in args.systems}
+        self.systems: dict[str, System] = {n: SYSTEMS[n]() for n in args.systems}
         self.unavailable = {n: unavailable_reason(s) for n, s in self.systems.items()}
         self.next_run_index = {n: 0 for n in self.systems}  # fresh ports per run
-        self.results: Dict[str, Dict[str, Outcome]] = {}
+        self.results: dict[str, dict[str, Outcome]] = {}
 
-    def run(self) -> Dict[str, Dict[str, Outcome]]:
+    def run(self) -> dict[str, dict[str, Outcome]]:
         for name, reason in self.unavailable.items():
             if reason:
                 log(f"{name}: n/a ({reason})")
@@ -108,20 +123,31 @@ class Bench:
         names = systems_for(workload, self.args.systems)
         outcomes = {n: Outcome(workload, n, self.unavailable[n]) for n in names}
         self.results[workload.name] = outcomes
-        params = workload.params_for(self.args.quick)
+        retries_left = {n: self.args.retries for n in names}
         for run in range(1, self.args.runs + 1):
             for name in names:
                 if outcomes[name].unavailable:
                     continue
-                index = self.next_run_index[name]
-                self.next_run_index[name] += 1
-                result = run_once(workload, self.systems[name], index, params,
-                                  self.workdir / f"{workload.name}-{name}-{run}")
-                outcomes[name].runs.append(result)
-                log(f"{workload.name} {name} run {run}/{self.args.runs}: {describe(result)}")
+                while True:
+                    result = self.attempt(workload, name, run)
+                    outcomes[name].runs.append(result)
+                    if not worth_retrying(result) or retries_left[name] == 0:
+                        break
+                    retries_left[name] -= 1
+                    log(f"{workload.name} {name} run {run}: hung, retrying "
+                        f"({retries_left[name]} retries left)")
+
+    def attempt(self, workload: Workload, name: str, run: int) -> dict:
+        index = self.next_run_index[name]
+        self.next_run_index[name] += 1
+        result = run_once(workload, self.systems[name], index,
+                          workload.params_for(self.args.quick),
+                          self.workdir / f"{workload.name}-{name}-{index}")
+        log(f"{workload.name} {name} run {run}/{self.args.runs}: {describe(result)}")
+        return result
 
 
-def metadata(args: argparse.Namespace) -> Dict:
+def metadata(args: argparse.Namespace) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host_python": sys.version.split()[0],
@@ -134,7 +160,7 @@ def metadata(args: argparse.Namespace) -> Dict:
     }
 
 
-def write_json(path: Path, meta: Dict, results: Dict[str, Dict[str, Outcome]]) -> None:
+def write_json(path: Path, meta: dict, results: dict[str, dict[str, Outcome]]) -> None:
     data = {"meta": meta,
             "results": {w: {s: o.to_json() for s, o in outs.items()}
                         for w, outs in results.items()}}
@@ -154,6 +180,10 @@ def run_inside_netns(args: argparse.Namespace) -> int:
               f"runs={args.runs}{' (quick)' if args.quick else ''}, "
               f"dispy {meta['dispy_version']}, host python {meta['host_python']}")
         print(render(results, WORKLOADS))
+        if not args.keep and any(o.problems() for outs in results.values()
+                                 for o in outs.values()):
+            log("some runs did not finish cleanly; rerun with --keep to inspect "
+                "node/client logs")
         if args.json is not None:
             write_json(args.json, meta, results)
     finally:
@@ -164,7 +194,7 @@ def run_inside_netns(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if netns.inside_requested():
         try:

@@ -1,8 +1,6 @@
 """Plain-text comparison table: workload | dispy | dispylike | ratio | ppe floor."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
-
 from .results import Outcome
 from .workloads import Metric, Workload
 
@@ -10,7 +8,7 @@ HEADER = ["workload", "dispy", "dispylike", "ratio dl/dispy", "ppe floor"]
 NOT_RUN = "-"
 
 
-def metric_cell(outcome: Optional[Outcome], metric: Metric) -> str:
+def metric_cell(outcome: Outcome | None, metric: Metric) -> str:
     if outcome is None:
         return NOT_RUN
     if outcome.unavailable:
@@ -29,11 +27,13 @@ def metric_cell(outcome: Optional[Outcome], metric: Metric) -> str:
     return text
 
 
-def ratio_cell(base: Optional[Outcome], other: Optional[Outcome], metric: Metric) -> str:
+def ratio_cell(base: Outcome | None, other: Outcome | None, metric: Metric) -> str:
     """dispylike / dispy for the metric; the row label says which way is better."""
+    if base is None or other is None:
+        return NOT_RUN
     values = []
     for outcome in (base, other):
-        if outcome is None or outcome.unavailable:
+        if outcome.unavailable:
             return "n/a"
         values.append(outcome.metrics().get(metric.key))
     if values[0] is None or values[1] is None or values[0] == 0:
@@ -41,7 +41,7 @@ def ratio_cell(base: Optional[Outcome], other: Optional[Outcome], metric: Metric
     return f"{values[1] / values[0]:.2f}x"
 
 
-def failed_cell(outcome: Optional[Outcome]) -> str:
+def failed_cell(outcome: Outcome | None) -> str:
     if outcome is None:
         return NOT_RUN
     if outcome.unavailable or not outcome.runs:
@@ -50,7 +50,7 @@ def failed_cell(outcome: Optional[Outcome]) -> str:
     return f"{failed}/{completed}"
 
 
-def runs_cell(outcome: Optional[Outcome]) -> str:
+def runs_cell(outcome: Outcome | None) -> str:
     if outcome is None:
         return NOT_RUN
     if outcome.unavailable:
@@ -59,7 +59,7 @@ def runs_cell(outcome: Optional[Outcome]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in ("ok", "hung", "error") if counts.get(k)) or "0"
 
 
-def workload_rows(workload: Workload, outcomes: Dict[str, Outcome]) -> List[List[str]]:
+def workload_rows(workload: Workload, outcomes: dict[str, Outcome]) -> list[list[str]]:
     dispy, dl, ppe = (outcomes.get(n) for n in ("dispy", "dispylike", "ppe"))
     rows = []
     for metric in workload.metrics:
@@ -72,16 +72,16 @@ def workload_rows(workload: Workload, outcomes: Dict[str, Outcome]) -> List[List
     return rows
 
 
-def format_table(rows: List[List[str]]) -> str:
+def format_table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
 
-    def line(cells: List[str]) -> str:
-        return " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    def line(cells: list[str]) -> str:
+        return " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
     rule = "-+-".join("-" * w for w in widths)
     return "\n".join([line(HEADER), rule, *(line(r) for r in rows)])
 
 
-def notes(results: Dict[str, Dict[str, Outcome]]) -> List[str]:
+def notes(results: dict[str, dict[str, Outcome]]) -> list[str]:
     """Why cells say n/a / hung / error, and what failed jobs failed with."""
     out = []
     for wname, outcomes in results.items():
@@ -96,8 +96,8 @@ def notes(results: Dict[str, Dict[str, Outcome]]) -> List[str]:
     return out
 
 
-def render(results: Dict[str, Dict[str, Outcome]], workloads: Dict[str, Workload]) -> str:
-    rows: List[List[str]] = []
+def render(results: dict[str, dict[str, Outcome]], workloads: dict[str, Workload]) -> str:
+    rows: list[list[str]] = []
     for wname, outcomes in results.items():
         rows.extend(workload_rows(workloads[wname], outcomes))
     text = format_table(rows)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from .workloads import RunResult, Workload
 
@@ -20,13 +20,13 @@ def brief(text: str) -> str:
 class Outcome:
     workload: Workload
     system: str
-    unavailable: Optional[str] = None     # reason the system was not run
-    runs: List[RunResult] = field(default_factory=list)
+    unavailable: str | None = None     # reason the system was not run
+    runs: list[RunResult] = field(default_factory=list)
 
-    def runs_with(self, status: str) -> List[RunResult]:
+    def runs_with(self, status: str) -> list[RunResult]:
         return [r for r in self.runs if r.get("status") == status]
 
-    def metrics(self) -> Dict[str, Optional[float]]:
+    def metrics(self) -> dict[str, float | None]:
         """Workload metrics over the successful runs (None if there are none)."""
         ok = self.runs_with("ok")
         if not ok:
@@ -52,8 +52,9 @@ class Outcome:
             reasons.update(run.get("failure_reasons", {}))
         return reasons
 
-    def problems(self) -> List[str]:
-        """One line per run that did not finish cleanly."""
+    def problems(self) -> list[str]:
+        """One line per attempt that did not finish cleanly (attempts are
+        numbered in order, retries included)."""
         lines = []
         for index, run in enumerate(self.runs, 1):
             status = run.get("status")
@@ -65,10 +66,10 @@ class Outcome:
                           f"{run['completed']}/{run.get('jobs', '?')} results {detail}").strip()
             if status == "ok":
                 detail = "cluster.close() hung (results kept)"
-            lines.append(f"run {index}: {status}: {detail}")
+            lines.append(f"attempt {index}: {status}: {detail}")
         return lines
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         failed, completed = self.failed_jobs()
         return {
             "unavailable": self.unavailable,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .node import NodeError, start_node
 from .paths import CLIENT_SCRIPT
@@ -16,13 +16,13 @@ RESULT_MARKER = "BENCH_RESULT "  # must match client.RESULT_MARKER
 
 
 def run_once(workload: Workload, system: System, run_index: int,
-             params: Dict[str, Any], workdir: Path) -> RunResult:
+             params: dict[str, Any], workdir: Path) -> RunResult:
     """A fresh node per run: a hung dispy run leaves its node in an unknown
     state, and that must not leak into the next measurement."""
     workdir.mkdir(parents=True, exist_ok=True)
     client_port, node_port = system.ports(run_index)
     started = time.monotonic()
-    node: Optional[Spawned] = None
+    node: Spawned | None = None
     try:
         if system.node_command is not None:
             node = start_node(system, client_port, node_port, workdir)
@@ -37,7 +37,7 @@ def run_once(workload: Workload, system: System, run_index: int,
 
 
 def run_client(workload: Workload, system: System, client_port: int,
-               params: Dict[str, Any], workdir: Path) -> RunResult:
+               params: dict[str, Any], workdir: Path) -> RunResult:
     cmd = [system.python, str(CLIENT_SCRIPT), "--system", system.name,
            "--workload", workload.name, "--port", str(client_port),
            "--params", json.dumps(params),
@@ -59,7 +59,7 @@ def run_client(workload: Workload, system: System, client_port: int,
             "error": f"client exited with {returncode} without a result:\n{client.tail()}"}
 
 
-def parse_result(stdout_path: Path) -> Optional[RunResult]:
+def parse_result(stdout_path: Path) -> RunResult | None:
     """The client's verdict: the last RESULT_MARKER line of its stdout."""
     try:
         lines = stdout_path.read_text(errors="replace").splitlines()

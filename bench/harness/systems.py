@@ -21,9 +21,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 from . import venv
 from .paths import REPO_DIR
@@ -35,16 +35,16 @@ DISPYLIKE_BASE_PORT = 23300
 MAX_RUNS_PER_SYSTEM = 500   # keeps each system's ports inside its own range
 PORT_RANGE = (DISPY_BASE_PORT, DISPYLIKE_BASE_PORT + 2 * MAX_RUNS_PER_SYSTEM)
 
-NodeCommand = Callable[[int, Path], List[str]]
+NodeCommand = Callable[[int, Path], list[str]]
 
 
 @dataclass(frozen=True)
 class System:
     name: str
     python: str                      # interpreter for client.py
-    env: Dict[str, str]              # environment for node and client
+    env: dict[str, str]              # environment for node and client
     base_port: int                   # 0: no network (ppe)
-    node_command: Optional[NodeCommand]
+    node_command: NodeCommand | None
 
     def ports(self, run_index: int) -> tuple[int, int]:
         """(client dispy_port, node port) for the run_index-th run."""
@@ -54,13 +54,13 @@ class System:
         return client_port, client_port + 1
 
 
-def node_args(port: int, dest: Path) -> List[str]:
+def node_args(port: int, dest: Path) -> list[str]:
     """The CLI both node daemons accept (dispynode.py's option names)."""
     return ["-i", HOST, "-c", str(NODE_CPUS), "-p", str(port),
             "--dest_path_prefix", str(dest), "--daemon"]
 
 
-def base_env() -> Dict[str, str]:
+def base_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # keep the venv and repo interpreters apart
     env["PYTHONUNBUFFERED"] = "1"
@@ -68,7 +68,7 @@ def base_env() -> Dict[str, str]:
 
 
 def dispy_system() -> System:
-    def command(port: int, dest: Path) -> List[str]:
+    def command(port: int, dest: Path) -> list[str]:
         return [str(venv.venv_python()), str(venv.dispynode_script()), *node_args(port, dest)]
     return System("dispy", str(venv.venv_python()), base_env(), DISPY_BASE_PORT, command)
 
@@ -79,7 +79,7 @@ def dispylike_system() -> System:
     source = os.environ.get("DISPYBENCH_DISPYLIKE_PATH") or str(REPO_DIR)
     env = dict(base_env(), PYTHONPATH=source)
 
-    def command(port: int, dest: Path) -> List[str]:
+    def command(port: int, dest: Path) -> list[str]:
         return [sys.executable, "-m", "dispylike.node", *node_args(port, dest)]
     return System("dispylike", sys.executable, env, DISPYLIKE_BASE_PORT, command)
 
@@ -88,15 +88,15 @@ def ppe_system() -> System:
     return System("ppe", sys.executable, base_env(), 0, None)
 
 
-SYSTEMS: Dict[str, Callable[[], System]] = {
+SYSTEMS: dict[str, Callable[[], System]] = {
     "dispy": dispy_system,
     "dispylike": dispylike_system,
     "ppe": ppe_system,
 }
 
 # Checks that the package and its node module can be found, without running
-# the node's __main__ code.
-# `python -m dispylike.node` needs a module, or a package with __main__.
+# the node's code: `python -m dispylike.node` needs a module, or a package
+# with a __main__.
 _DISPYLIKE_PROBE = (
     "import importlib.util as u, dispylike\n"
     "spec = u.find_spec('dispylike.node')\n"

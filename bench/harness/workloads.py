@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
-RunResult = Dict[str, Any]           # one client's JSON result
-Aggregate = Callable[[List[RunResult]], Dict[str, Optional[float]]]
+RunResult = dict[str, Any]           # one client's JSON result
+Aggregate = Callable[[list[RunResult]], dict[str, float | None]]
 
 
 @dataclass(frozen=True)
@@ -29,20 +30,20 @@ class Workload:
     name: str
     title: str
     description: str
-    params: Dict[str, Any]
-    quick_params: Dict[str, Any]
-    metrics: List[Metric]
+    params: dict[str, Any]
+    quick_params: dict[str, Any]
+    metrics: list[Metric]
     aggregate: Aggregate             # over the runs with status "ok"
     stall_timeout_s: float = 10.0    # no progress this long => "hung"
     hard_timeout_s: float = 120.0    # backstop: client killed after this
     with_floor: bool = False         # also run on the ppe system
     systems: tuple[str, ...] = field(default=("dispy", "dispylike"))
 
-    def params_for(self, quick: bool) -> Dict[str, Any]:
+    def params_for(self, quick: bool) -> dict[str, Any]:
         return dict(self.quick_params if quick else self.params)
 
 
-def percentile(values: List[float], pct: float) -> float:
+def percentile(values: list[float], pct: float) -> float:
     """Nearest-rank percentile: an actually observed sample, no interpolation."""
     ordered = sorted(values)
     rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
@@ -50,13 +51,13 @@ def percentile(values: List[float], pct: float) -> float:
 
 
 def median_of(key: str) -> Aggregate:
-    def aggregate(runs: List[RunResult]) -> Dict[str, Optional[float]]:
+    def aggregate(runs: list[RunResult]) -> dict[str, float | None]:
         values = [r[key] for r in runs if key in r]
         return {key: statistics.median(values) if values else None}
     return aggregate
 
 
-def latency_aggregate(runs: List[RunResult]) -> Dict[str, Optional[float]]:
+def latency_aggregate(runs: list[RunResult]) -> dict[str, float | None]:
     # Pool the samples of all runs: more samples make a steadier p99.
     samples = [x for r in runs for x in r.get("latencies_ms", [])]
     if not samples:
@@ -92,4 +93,4 @@ W2 = Workload(
     hard_timeout_s=90.0,
 )
 
-WORKLOADS: Dict[str, Workload] = {w.name: w for w in (W1, W2)}
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (W1, W2)}

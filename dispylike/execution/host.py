@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import socket
 import sys
@@ -54,6 +55,19 @@ def outcome_from_report(wait_status: int, cpu_time: float, result: object) -> Jo
                       failure_payload(f'job process ended without a result ({how})'), cpu_time)
 
 
+def zygote_command(fd: int) -> list[str]:
+    """The computation process runs without the ``site`` module: every job is a fork
+    of it, and the modules that site processing imports (.pth hooks) double the
+    cost of each fork and exit.  Its ``sys.path`` is the node's, resolved."""
+    return [sys.executable, '-S', '-m', 'dispylike.execution.zygote', str(fd)]
+
+
+def zygote_env() -> dict[str, str]:
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paths = [package_root] + [p for p in sys.path if p and os.path.isdir(p)]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
 class ComputationHost:
     """One computation's process on this node.  Use :meth:`start`, :meth:`run`, :meth:`close`."""
 
@@ -77,7 +91,7 @@ class ComputationHost:
         parent, child = socket.socketpair()
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, '-m', 'dispylike.execution.zygote', str(child.fileno()),
+                *zygote_command(child.fileno()), env=zygote_env(),
                 pass_fds=(child.fileno(),), cwd=self.dest_path, stdin=asyncio.subprocess.DEVNULL)
         finally:
             child.close()

@@ -46,6 +46,7 @@ from ..protocol.frames import FrameDecoder
 from ..status import JobStatus
 from . import channel
 from .computation import Loaded, load
+from .forking import lean_fork
 from .processes import kill_group, set_parent_death_signal
 
 SETUP_OK = (0, 1, 2)
@@ -151,7 +152,7 @@ class Zygote:
             return
         gc.freeze()  # jobs then leave the objects made so far alone: fewer copied pages
         self.spare_count = max(0, spares)
-        self._top_up()
+        self._top_up(self.spare_count)
         _send(self.ctl, 'ready', '')
 
     def finish(self, run_cleanup: bool) -> None:
@@ -187,16 +188,18 @@ class Zygote:
             pass  # the spare died: reaping reports the job as ended without a result
         os.close(child.afd)
         child.afd = -1
-        self._top_up()
 
-    def _top_up(self) -> None:
-        while len(self.spares) < self.spare_count:
+    def _top_up(self, most: int) -> None:
+        """Fork up to ``most`` spares.  Called when a job ends (one fork per job, after
+        its report, so the fork never delays a result) and after setup."""
+        while len(self.spares) < self.spare_count and most > 0:
             self.spares.append(self._spawn())
+            most -= 1
 
     def _spawn(self) -> _Child:
         rfd, wfd = os.pipe()
         afd_r, afd_w = os.pipe()
-        pid = os.fork()
+        pid = lean_fork()
         if pid == 0:
             code = 70
             try:
@@ -269,6 +272,7 @@ class Zygote:
         self.deadlines.pop(child.pid, None)
         _send(self.ctl, 'done', child.uid, child.attempt, child.wait_status or 0,
               child.cpu_time, child.result)
+        self._top_up(1)
 
     def cancel(self, uid: int, grace: float) -> None:
         pid = self.pids.get(uid)

@@ -165,3 +165,23 @@ def test_second_client_is_refused_while_node_is_held(node, caplog):
             assert job.status in (DispyJob.Cancelled, DispyJob.Abandoned)
         assert first.submit(5)() == 25
     assert any('in use by' in r.getMessage() for r in caplog.records)
+
+
+def uses_threads_logging_and_random(n):
+    import concurrent.futures
+    import logging
+    import random
+    import threading
+    logging.getLogger('job').warning('job %d logs', n)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        squares = list(pool.map(lambda x: x * x, range(n)))
+    return squares, threading.active_count(), random.random()
+
+
+def test_jobs_can_use_threads_logging_and_get_fresh_random_state(node):
+    with cluster_for(node, uses_threads_logging_and_random) as c:
+        jobs = [c.submit(4) for _ in range(4)]
+        results = [j() for j in jobs]
+    assert all(r[0] == [0, 1, 4, 9] and r[1] == 1 for r in results), results
+    assert len({r[2] for r in results}) == 4          # each fork reseeds random
+    assert all('job 4 logs' in j.stderr for j in jobs)
