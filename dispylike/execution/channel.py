@@ -9,6 +9,7 @@ plain values, with user objects kept as opaque bytes.
 from __future__ import annotations
 
 import pickle
+import struct
 from typing import Any
 
 from ..errors import ProtocolError
@@ -20,6 +21,20 @@ INTERNAL = 100
 INTERNAL_MESSAGE_CAP = 2 * 1024 * 1024 * 1024 - 1
 #: Read size (and stream buffer limit) on internal channels.
 READ_LIMIT = 1 << 20
+
+# A job process's pipes carry raw bytes, so the computation process relays them
+# without decoding: arguments in as LENGTH + payload; the result out as
+# RESULT_HEADER (status, start time, end time, payload length) + payload, then
+# end of file.  The length tells a complete result from one cut short by a crash.
+LENGTH = struct.Struct('!Q')
+RESULT_HEADER = struct.Struct('!BddQ')
+
+
+def result_complete(output: bytes | bytearray) -> bool:
+    """True if ``output`` holds a whole result (header and the payload it announces)."""
+    if len(output) < RESULT_HEADER.size:
+        return False
+    return len(output) == RESULT_HEADER.size + RESULT_HEADER.unpack_from(output)[3]
 
 
 def pack(*fields: Any) -> list:

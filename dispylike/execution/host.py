@@ -24,6 +24,7 @@ from . import channel
 from .processes import describe_wait_status
 
 log = logging.getLogger('dispylike.node')
+_FINAL_FROM_JOB = (JobStatus.Finished, JobStatus.Terminated)
 
 
 @dataclass(slots=True)
@@ -40,16 +41,16 @@ def failure_payload(message: str) -> bytes:
     return pickle.dumps((None, '', '', message), protocol=5)
 
 
-def outcome_from_report(wait_status: int, cpu_time: float, result: object) -> JobOutcome:
-    """Build the outcome of a 'done' report (pure; the report is untrusted plain data)."""
-    if isinstance(result, tuple) and len(result) == 4:
-        status, start, end, payload = result
-        if (isinstance(status, int) and status in JobStatus.__members__.values()
-                and isinstance(start, float) and isinstance(end, float)
-                and isinstance(payload, bytes)):
-            return JobOutcome(JobStatus(status), start, end, payload, cpu_time)
-        return JobOutcome(JobStatus.Terminated, 0.0, 0.0,
-                          failure_payload('malformed result from the job process'), cpu_time)
+def outcome_from_report(wait_status: int, cpu_time: float, output: object) -> JobOutcome:
+    """Build the outcome of a 'done' report from the job's raw output (pure; untrusted)."""
+    head = channel.RESULT_HEADER
+    if isinstance(output, bytes) and len(output) >= head.size:
+        status, start, end, size = head.unpack_from(output)
+        if status in _FINAL_FROM_JOB and len(output) == head.size + size:
+            return JobOutcome(JobStatus(status), start, end, output[head.size:], cpu_time)
+        if status not in _FINAL_FROM_JOB or len(output) > head.size + size:
+            return JobOutcome(JobStatus.Terminated, 0.0, 0.0,
+                              failure_payload('malformed result from the job process'), cpu_time)
     how = describe_wait_status(wait_status)
     return JobOutcome(JobStatus.Terminated, 0.0, 0.0,
                       failure_payload(f'job process ended without a result ({how})'), cpu_time)

@@ -66,9 +66,7 @@ class _Child:
     attempt: int
     rfd: int
     afd: int                       # write end of the argument pipe (-1 once used)
-    decoder: FrameDecoder = field(
-        default_factory=lambda: FrameDecoder(message_cap=channel.INTERNAL_MESSAGE_CAP))
-    result: tuple | None = None
+    output: bytearray = field(default_factory=bytearray)   # raw result, relayed as is
     eof: bool = False
     wait_status: int | None = None
     cpu_time: float = 0.0
@@ -182,8 +180,8 @@ class Zygote:
         child.uid, child.attempt = uid, attempt
         self.pids[uid] = child.pid
         try:
-            for buf in channel.pack('run', payload):
-                _write_all(child.afd, buf)
+            _write_all(child.afd, channel.LENGTH.pack(len(payload)))
+            _write_all(child.afd, payload)
         except OSError:
             pass  # the spare died: reaping reports the job as ended without a result
         os.close(child.afd)
@@ -247,13 +245,7 @@ class Zygote:
                 return
             if not data:
                 break
-            try:
-                for msg in child.decoder.feed(data):
-                    fields = channel.unpack(msg)
-                    if fields[0] == 'result' and len(fields) == 5:
-                        child.result = fields[1:]
-            except ValueError:  # ProtocolError: a job wrote garbage; it has no result
-                child.result = None
+            child.output += data
         self.sel.unregister(child.rfd)
         os.close(child.rfd)
         child.rfd = -1  # the number may be reused at once: never close it again
@@ -265,13 +257,13 @@ class Zygote:
         once it is reaped (so the report can say how it died)."""
         if child.reported or child.uid < 0 or not child.eof:
             return
-        if child.result is None and child.wait_status is None:
-            return
+        if child.wait_status is None and not channel.result_complete(child.output):
+            return  # no whole result: wait until it is reaped to say how it ended
         child.reported = True
         self.pids.pop(child.uid, None)
         self.deadlines.pop(child.pid, None)
         _send(self.ctl, 'done', child.uid, child.attempt, child.wait_status or 0,
-              child.cpu_time, child.result)
+              child.cpu_time, bytes(child.output))
         self._top_up(1)
 
     def cancel(self, uid: int, grace: float) -> None:
@@ -365,28 +357,30 @@ def _write_all(fd: int, buf: bytes | memoryview) -> None:
         view = view[os.write(fd, view):]  # a pipe may take a large write in parts
 
 
-def _read_message(fd: int) -> tuple | None:
-    decoder = FrameDecoder(message_cap=channel.INTERNAL_MESSAGE_CAP)
-    while True:
-        data = os.read(fd, READ_SIZE)
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    parts = []
+    while size > 0:
+        data = os.read(fd, min(size, READ_SIZE))
         if not data:
             return None
-        for msg in decoder.feed(data):
-            return channel.unpack(msg)
+        parts.append(data)
+        size -= len(data)
+    return b''.join(parts)
 
 
 def run_job(loaded: Loaded | None, afd: int, wfd: int) -> int:
     """Body of a job process: wait for its arguments on ``afd``, run, write the result
-    to ``wfd``.  Returns the exit code."""
-    msg = _read_message(afd)
+    to ``wfd`` (see :mod:`.channel` for the layout).  Returns the exit code."""
+    head = _read_exactly(afd, channel.LENGTH.size)
+    payload = _read_exactly(afd, channel.LENGTH.unpack(head)[0]) if head else None
     os.close(afd)
-    if msg is None or loaded is None:
+    if payload is None or loaded is None:
         return 71  # a spare that was never used, or a node that never loaded
     start = time.time()
-    result, out, err, exc, status = _capture_run(loaded, msg[1])
+    result, out, err, exc, status = _capture_run(loaded, payload)
     status, body = _serialize_reply(result, out, err, exc, status)
-    for buf in channel.pack('result', int(status), start, time.time(), body):
-        _write_all(wfd, buf)
+    _write_all(wfd, channel.RESULT_HEADER.pack(int(status), start, time.time(), len(body)))
+    _write_all(wfd, body)
     os.close(wfd)
     return 0
 
