@@ -42,6 +42,10 @@ from .local import LocalNodeProcess
 log = logging.getLogger('dispylike')
 
 FILE_CHUNK = 1 << 20
+#: Jobs shorter than this (seconds, moving average per node) are prefetched: the node
+#: holds one queued job per CPU, so a CPU never waits for a round trip to the client.
+#: Longer jobs are not, so work stays free to go to nodes that become idle.
+PREFETCH_BELOW = 0.05
 
 
 @dataclass
@@ -64,6 +68,8 @@ class NodeLink:
     conn: Connection
     node: DispyNode
     outbox: list = field(default_factory=list)
+    avg_job_time: float = 1.0        # moving average, seconds (start pessimistic)
+    prefetching: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task | None = None
 
@@ -287,6 +293,7 @@ class Engine:
             node.rx += len(payload)
             if end > start:
                 node.cpu_time += end - start
+                self._note_job_time(link, end - start)
             job = self.jobs.pop(uid)
             result, stdout, stderr, exc = _decode_reply(payload)
             if final is JobStatus.Cancelled:
@@ -294,6 +301,13 @@ class Engine:
             self._finish(job, final, result, stdout, stderr, exc)
             self._apply(actions)
         link.conn.send(m.AckReplies(tuple(acks)))
+
+    def _note_job_time(self, link: NodeLink, seconds: float) -> None:
+        link.avg_job_time += (seconds - link.avg_job_time) / 8
+        short = link.avg_job_time < PREFETCH_BELOW
+        if short != link.prefetching:
+            link.prefetching = short
+            self._apply(self.sched.set_prefetch(link.key, link.node.cpus if short else 0))
 
     def _finish(self, job: DispyJob, status: JobStatus, result: Any, stdout: str | None,
                 stderr: str | None, exception: str | None) -> None:

@@ -81,7 +81,8 @@ class Zygote:
         self.children: dict[int, _Child] = {}              # pid -> child
         self.pids: dict[int, int] = {}                      # uid -> pid
         self.spares: deque[_Child] = deque()
-        self.spare_count = 1
+        self.spare_low = 0    # fork more spares when fewer than this are left ...
+        self.spare_high = 0   # ... up to this many, in one burst
         self.deadlines: dict[int, tuple[float, int]] = {}   # pid -> (when, next signal)
         self.sel = selectors.DefaultSelector()
         self._wake_r = -1
@@ -149,12 +150,13 @@ class Zygote:
             _send(self.ctl, 'failed', traceback.format_exc())
             return
         gc.freeze()  # jobs then leave the objects made so far alone: fewer copied pages
-        self.spare_count = max(0, spares)
-        self._top_up(self.spare_count)
+        self.spare_low = max(0, spares)
+        self.spare_high = 3 * self.spare_low
+        self._top_up()
         _send(self.ctl, 'ready', '')
 
     def finish(self, run_cleanup: bool) -> None:
-        self.spare_count = 0
+        self.spare_low = self.spare_high = 0
         for pid in list(self.children):
             kill_group(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
@@ -187,12 +189,15 @@ class Zygote:
         os.close(child.afd)
         child.afd = -1
 
-    def _top_up(self, most: int) -> None:
-        """Fork up to ``most`` spares.  Called when a job ends (one fork per job, after
-        its report, so the fork never delays a result) and after setup."""
-        while len(self.spares) < self.spare_count and most > 0:
+    def _top_up(self) -> None:
+        """Refill the spares in bursts, after a job's report (so a fork never delays a
+        result).  A fork write-protects every page of this process and each page it
+        then writes costs a fault: forking several spares back to back pays for this
+        process's own working set once per burst instead of once per job."""
+        if len(self.spares) >= self.spare_low:
+            return
+        while len(self.spares) < self.spare_high:
             self.spares.append(self._spawn())
-            most -= 1
 
     def _spawn(self) -> _Child:
         rfd, wfd = os.pipe()
@@ -264,7 +269,7 @@ class Zygote:
         self.deadlines.pop(child.pid, None)
         _send(self.ctl, 'done', child.uid, child.attempt, child.wait_status or 0,
               child.cpu_time, bytes(child.output))
-        self._top_up(1)
+        self._top_up()
 
     def cancel(self, uid: int, grace: float) -> None:
         pid = self.pids.get(uid)

@@ -73,10 +73,11 @@ class _Node:
     running: set = field(default_factory=set)
     accepting: bool = True
     pinned: deque = field(default_factory=deque)
+    prefetch: int = 0       # jobs queued on the node beyond its CPUs
 
     @property
     def free(self) -> int:
-        return self.cpus - len(self.running) if self.accepting else 0
+        return self.cpus + self.prefetch - len(self.running) if self.accepting else 0
 
 
 class Scheduler:
@@ -128,6 +129,12 @@ class Scheduler:
 
     def set_cpus(self, node: NodeKey, cpus: int) -> list[Action]:
         self._nodes[node].cpus = max(0, cpus)
+        return self.schedule()
+
+    def set_prefetch(self, node: NodeKey, jobs: int) -> list[Action]:
+        """Let ``node`` hold ``jobs`` dispatched jobs beyond its CPUs in its own queue, so
+        a CPU that finishes a short job starts the next without waiting for the client."""
+        self._nodes[node].prefetch = max(0, jobs)
         return self.schedule()
 
     def set_accepting(self, node: NodeKey, accepting: bool) -> list[Action]:
