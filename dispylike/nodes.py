@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 import socket
 import time
 from dataclasses import dataclass
@@ -120,7 +119,3 @@ def node_spec(entry: Any) -> NodeAllocate:
     if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
         return NodeAllocate(entry[0], int(entry[1]))
     raise TypeError(f'nodes entry {entry!r}: expected a host, (host, port) or NodeAllocate')
-
-
-def local_cpus() -> int:
-    return os.cpu_count() or 1

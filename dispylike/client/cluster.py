@@ -18,7 +18,7 @@ from .. import config
 from ..errors import ClusterClosed
 from ..execution.computation import package
 from ..job import DispyJob
-from ..log import logger, setup_logging
+from ..log import setup_logging
 from ..nodes import DispyNode, node_spec
 from .callbacks import CallbackRunner
 from .engine import Engine, EngineConfig
@@ -188,6 +188,3 @@ class JobCluster:
                 self._io.stop()
             except Exception:
                 pass
-
-
-__all__ = ['JobCluster', 'logger']
