@@ -20,6 +20,7 @@ from ..execution.computation import package
 from ..job import DispyJob
 from ..log import setup_logging
 from ..nodes import DispyNode, node_spec
+from ..security.tls import maybe_client_context
 from .callbacks import CallbackRunner
 from .engine import Engine, EngineConfig
 from .loopthread import LoopThread
@@ -33,9 +34,14 @@ class JobCluster:
 
     Not available yet (raise NotImplementedError): ``nodes=None`` / ``'*'``
     (UDP discovery: list the nodes, or use ``LocalNode()``), ``ping_interval``,
-    ``pulse_interval``, ``keyfile``/``certfile`` (TLS) and an explicit
-    ``recover_file`` (no recover file is written yet).  ``ipv4_udp_multicast``
-    is accepted for compatibility (discovery only).
+    ``pulse_interval`` and an explicit ``recover_file`` (no recover file is
+    written yet).  ``ipv4_udp_multicast`` is accepted for compatibility
+    (discovery only).
+
+    ``certfile``/``keyfile``: TLS (1.2 or newer) to every node, which must be
+    started with the same certificate (``dispynode --certfile``); ``cafile``
+    (an extension) names the CA that node certificates must chain to, by
+    default the certificate itself.  The secret handshake still runs inside TLS.
 
     ``nodes`` entries: host names, IP addresses, ``(host, port)`` tuples,
     :class:`NodeAllocate` objects, and :class:`LocalNode` for an embedded
@@ -58,13 +64,13 @@ class JobCluster:
                  setup: Callable | None = None, cleanup: Any = True,
                  ping_interval: float | None = None, pulse_interval: float | None = None,
                  reentrant: bool = False, secret: str = '', keyfile: str | None = None,
-                 certfile: str | None = None, recover_file: str | None = None) -> None:
+                 certfile: str | None = None, recover_file: str | None = None,
+                 cafile: str | None = None) -> None:
         setup_logging(loglevel)
         if nodes is None or nodes == '*' or (isinstance(nodes, (list, tuple)) and '*' in nodes):
             raise NotImplementedError('node discovery by broadcast is not available yet: list '
                                       'the nodes, or use nodes=[dispylike.LocalNode()]')
         for name, value in (('ping_interval', ping_interval), ('pulse_interval', pulse_interval),
-                            ('keyfile', keyfile), ('certfile', certfile),
                             ('recover_file', recover_file)):
             if value is not None:
                 raise NotImplementedError(f'{name} is not available yet')
@@ -88,6 +94,9 @@ class JobCluster:
                            client_name=f'{socket.gethostname()}:{os.getpid()}',
                            secret=secret or '', dest_path=(dest_path or '').strip('/'),
                            local_addr=host or None,
+                           ssl_context=maybe_client_context(certfile, keyfile, cafile),
+                           tls_files=tuple(os.path.abspath(f) if f else ''
+                                           for f in (certfile, keyfile, cafile)),
                            remove_files=cleanup is not False, reentrant=bool(reentrant),
                            dispy_port=dispy_port or config.DispyPort)
         self._io = LoopThread(f'dispylike-io-{next(self._ids)}')

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import os
 import pickle
 import time
@@ -60,6 +61,8 @@ class EngineConfig:
     dispy_port: int = config.DispyPort
     msg_timeout: float = config.MsgTimeout
     local_addr: str | None = None     # source address for connections to nodes
+    ssl_context: ssl.SSLContext | None = None
+    tls_files: tuple[str, str, str] = ('', '', '')   # certfile, keyfile, cafile (local nodes)
 
 
 @dataclass
@@ -110,12 +113,13 @@ class Engine:
         host, port = spec.ip_addr, spec.port or config.port_of('NodePort', self.cfg.dispy_port)
         try:
             if isinstance(spec, LocalNode):
-                local = await LocalNodeProcess.launch(spec.node_cpus, self.cfg.secret, spec.debug)
+                local = await LocalNodeProcess.launch(spec.node_cpus, self.cfg.secret, spec.debug,
+                                                      tls_files=self.cfg.tls_files)
                 self._locals.append(local)
                 host, port = local.host, local.port
             local = (self.cfg.local_addr, 0) if self.cfg.local_addr else None
             conn = await connect(host, port, self.cfg.secret, timeout=self.cfg.msg_timeout,
-                                 local_addr=local)
+                                 local_addr=local, ssl_context=self.cfg.ssl_context)
         except DispyError as exc:
             log.warning('node %s:%s is not used: %s', host, port, exc)
             return

@@ -26,8 +26,8 @@ class LocalNodeProcess:
         self.prefix = prefix
 
     @classmethod
-    async def launch(cls, cpus: int, secret: str, debug: bool = False,
-                     timeout: float = 60.0) -> LocalNodeProcess:
+    async def launch(cls, cpus: int, secret: str, debug: bool = False, timeout: float = 60.0,
+                     tls_files: tuple[str, str, str] = ('', '', '')) -> LocalNodeProcess:
         prefix = tempfile.mkdtemp(prefix='dispylike-local-')
         env = dict(os.environ, DISPYLIKE_SECRET=secret)
         cmd = [sys.executable, '-m', 'dispylike.node', '-i', '127.0.0.1', '--node_port', '0',
@@ -35,6 +35,9 @@ class LocalNodeProcess:
                '--exit_with_parent']
         if debug:
             cmd.append('-d')
+        for option, path in zip(('--certfile', '--keyfile', '--cafile'), tls_files, strict=True):
+            if path:
+                cmd += [option, path]
         proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE)
         try:

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='largest file accepted, in bytes (0 = no limit; default 10 MB)')
     p.add_argument('--msg_timeout', type=float, default=config.MsgTimeout,
                    help='seconds a peer may take to complete a handshake')
+    p.add_argument('--certfile', default='',
+                   help='TLS certificate (may hold the key too); clients must use TLS')
+    p.add_argument('--keyfile', default='', help='TLS private key, if not in --certfile')
+    p.add_argument('--cafile', default='',
+                   help='CA certificates that client certificates must chain to '
+                        '(default: the --certfile itself, for a shared self-signed one)')
     p.add_argument('--clean', action='store_true',
                    help='remove files left under dest_path_prefix before starting')
     p.add_argument('--daemon', action='store_true',
@@ -54,7 +60,8 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
     return NodeOptions(hosts=args.host, ext_host=args.ext_host, dispy_port=args.dispy_port,
                        node_port=args.node_port, cpus=args.cpus, name=args.name,
                        dest_path_prefix=args.dest_path_prefix, secret=secret, clean=args.clean,
-                       max_file_size=args.max_file_size, msg_timeout=args.msg_timeout)
+                       max_file_size=args.max_file_size, msg_timeout=args.msg_timeout,
+                       certfile=args.certfile, keyfile=args.keyfile, cafile=args.cafile)
 
 
 async def run_node(opts: NodeOptions, announce: bool = False) -> None:

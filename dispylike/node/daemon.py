@@ -34,6 +34,7 @@ from ..execution.host import ComputationHost, JobOutcome, failure_payload
 from ..execution.staging import FileSink, StagingError, check_relpath
 from ..protocol import messages as m
 from ..protocol.frames import PROTOCOL_VERSION
+from ..security.tls import maybe_server_context
 from ..status import JobStatus
 from ..transport.connection import Connection, Server
 from ..version import __version__
@@ -57,6 +58,9 @@ class NodeOptions:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     msg_timeout: float = config.MsgTimeout
     cancel_grace: float = 5.0
+    certfile: str = ''
+    keyfile: str = ''
+    cafile: str = ''
 
 
 def resolve_cpus(requested: int, available: int) -> int:
@@ -137,7 +141,10 @@ class NodeDaemon:
         self.queue: deque[_Queued] = deque()
         self.jobs_done = 0
         self._server = Server(opts.secret, self._serve_client, name='dispynode',
-                              handshake_timeout=opts.msg_timeout)
+                              handshake_timeout=opts.msg_timeout,
+                              ssl_context=maybe_server_context(opts.certfile or None,
+                                                               opts.keyfile or None,
+                                                               opts.cafile or None))
         self._handlers: dict[type, Callable[[ClientSession, Any], Any]] = {
             m.NodeInfoRequest: self._on_info,
             m.SetupComputation: self._on_setup,
@@ -163,9 +170,10 @@ class NodeDaemon:
             port = self.port  # every address on the same port
         self.ip_addr = self.opts.ext_host or (hosts[0] if hosts[0] else _default_ip())
         log.info('dispylike node %s (protocol %d) "%s" serving %d CPU%s at %s:%d '
-                 '(listening on %s); files under %s', __version__, PROTOCOL_VERSION, self.name,
+                 '(listening on %s%s); files under %s', __version__, PROTOCOL_VERSION, self.name,
                  self.cpus, '' if self.cpus == 1 else 's', self.ip_addr, self.port,
-                 ', '.join(h or '*' for h in hosts), self.prefix)
+                 ', '.join(h or '*' for h in hosts), ', TLS' if self.opts.certfile else '',
+                 self.prefix)
 
     async def stop(self) -> None:
         """Terminate every computation, tell clients, release resources (idempotent)."""

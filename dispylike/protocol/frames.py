@@ -84,6 +84,9 @@ def parse_header(buf: bytes | bytearray, frame_cap: int,
     """
     magic, version, msg_type, flags, length = HEADER.unpack_from(buf, offset)
     if magic != MAGIC:
+        if magic[0] in (0x15, 0x16) and magic[1] == 0x03:  # a TLS record header
+            raise ProtocolError('the peer speaks TLS but this side has no certificate '
+                                '(give both sides certfile/keyfile)')
         raise ProtocolError(f'bad magic {bytes(magic)!r}: not a dispylike peer')
     if version != PROTOCOL_VERSION and msg_type >= FIRST_APP_TYPE:
         raise IncompatiblePeer(f'incompatible peer: protocol version {version}, '

@@ -26,6 +26,8 @@ from ..protocol.messages import decode_message, encode_message
 log = logging.getLogger('dispylike.transport')
 
 READ_CHUNK = 1 << 18
+_NOT_TLS_REASONS = ('WRONG_VERSION_NUMBER', 'RECORD_LAYER_FAILURE', 'UNEXPECTED_EOF_WHILE_READING',
+                    'HTTP_REQUEST', 'PACKET_LENGTH_TOO_LONG')
 #: Accepted connections that have not finished the handshake, at most.
 MAX_PENDING_HANDSHAKES = 64
 
@@ -34,8 +36,14 @@ def translate_os_error(exc: BaseException, peer: str) -> DispyError:
     """Turn an OS/SSL error into the library's error (use with ``raise ... from exc``)."""
     if isinstance(exc, DispyError):
         return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return AuthenticationError(f'TLS with {peer} failed: the peer\'s certificate was '
+                                   f'refused: {exc.verify_message}')
     if isinstance(exc, ssl.SSLError):
-        return AuthenticationError(f'TLS with {peer} failed: {exc.reason or exc}')
+        hint = ''
+        if exc.reason in _NOT_TLS_REASONS or 'EOF' in str(exc):
+            hint = ' (does the peer use TLS too? give both sides certfile/keyfile)'
+        return AuthenticationError(f'TLS with {peer} failed: {exc.reason or exc}{hint}')
     if isinstance(exc, (asyncio.IncompleteReadError, EOFError)):
         return ConnectionClosed(f'{peer} closed the connection')
     if isinstance(exc, asyncio.TimeoutError):
@@ -174,6 +182,21 @@ async def _client_handshake(conn: Connection, side: hs.ClientHandshake) -> None:
             conn.writer.write(out)
 
 
+async def _start_server_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            context: ssl.SSLContext) -> None:
+    """Upgrade an accepted connection to TLS (StreamWriter.start_tls before 3.11)."""
+    if hasattr(writer, 'start_tls'):
+        await writer.start_tls(context)
+        return
+    loop = asyncio.get_running_loop()
+    protocol = writer.transport.get_protocol()
+    transport = await loop.start_tls(writer.transport, protocol, context, server_side=True)
+    writer._transport = transport       # what 3.11's StreamWriter.start_tls does
+    protocol._transport = transport
+    protocol._over_ssl = True
+    reader._transport = transport
+
+
 Handler = Callable[[Connection], Awaitable[None]]
 
 
@@ -198,7 +221,8 @@ class Server:
 
     async def listen(self, host: str, port: int) -> int:
         """Start listening; return the bound port (useful with port 0)."""
-        server = await asyncio.start_server(self._on_accept, host, port, ssl=self.ssl_context,
+        # TLS is started by _on_accept itself, so a failed TLS handshake is ours to log
+        server = await asyncio.start_server(self._on_accept, host, port,
                                             limit=READ_CHUNK * 4, reuse_address=True)
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
@@ -212,6 +236,9 @@ class Server:
         conn = Connection(reader, writer, peer, FrameDecoder(HANDSHAKE_CAP, HANDSHAKE_CAP))
         self._pending += 1
         try:
+            if self.ssl_context is not None:
+                await asyncio.wait_for(_start_server_tls(reader, writer, self.ssl_context),
+                                       self.handshake_timeout)
             await asyncio.wait_for(self._handshake(conn), self.handshake_timeout)
         except (AuthenticationError, ProtocolError) as exc:
             log.warning('%s: rejected %s: %s', self.name, peer, exc)
@@ -220,6 +247,10 @@ class Server:
         except asyncio.TimeoutError:
             log.warning('%s: dropped %s: no handshake within %ss', self.name, peer,
                         self.handshake_timeout)
+            conn.abort()
+            return
+        except ssl.SSLError as exc:
+            log.warning('%s: rejected %s: %s', self.name, peer, translate_os_error(exc, peer))
             conn.abort()
             return
         except Exception as exc:

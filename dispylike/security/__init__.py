@@ -1,0 +1,1 @@
+"""TLS contexts and certificate generation (authentication by secret is in protocol.handshake)."""
