@@ -35,8 +35,11 @@ class JobCluster:
     Not available yet (raise NotImplementedError): ``nodes=None`` / ``'*'``
     (UDP discovery: list the nodes, or use ``LocalNode()``), ``ping_interval``,
     ``pulse_interval`` and an explicit ``recover_file`` (no recover file is
-    written yet).  ``ipv4_udp_multicast`` is accepted for compatibility
-    (discovery only).
+    written yet), ``dispy_job_depends``, and the methods ``send_file``,
+    ``discover_nodes``, ``allocate_node``, ``deallocate_node``, ``close_node``,
+    ``resetup_node``, ``node_jobs`` and ``set_node_cpus``; jobs cannot call
+    ``dispy_provisional_result``/``dispy_send_file`` yet.  ``ipv4_udp_multicast``
+    is accepted for compatibility (discovery only).
 
     ``certfile``/``keyfile``: TLS (1.2 or newer) to every node, which must be
     started with the same certificate (``dispynode --certfile``); ``cafile``
@@ -176,6 +179,34 @@ class JobCluster:
                 self._callbacks.stop()
         return True
 
+    # --- node management and files: arrive with later issues ---------------------
+    def _later(self, what: str, issue: str) -> None:
+        raise NotImplementedError(f'{what} is not available yet ({issue})')
+
+    def send_file(self, path: str, node: Any) -> int:
+        self._later('send_file', 'node-side features')
+
+    def discover_nodes(self, nodes: Any) -> None:
+        self._later('discover_nodes', 'discovery and node management')
+
+    def allocate_node(self, node: Any) -> int:
+        self._later('allocate_node', 'discovery and node management')
+
+    def deallocate_node(self, node: Any) -> int:
+        self._later('deallocate_node', 'discovery and node management')
+
+    def close_node(self, node: Any, terminate: bool = False) -> int:
+        self._later('close_node', 'discovery and node management')
+
+    def resetup_node(self, node: Any) -> int:
+        self._later('resetup_node', 'discovery and node management')
+
+    def node_jobs(self, node: Any, from_node: bool = False) -> list:
+        self._later('node_jobs', 'discovery and node management')
+
+    def set_node_cpus(self, node: Any, cpus: int) -> int:
+        self._later('set_node_cpus', 'discovery and node management')
+
     def print_status(self, wall_time: float | None = None) -> None:
         """Print dispy's per-node table: CPUs, jobs, time per job, data sent/received."""
         wall = wall_time if wall_time is not None else time.time() - self._start_time
@@ -189,7 +220,10 @@ class JobCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close(terminate=exc[0] is not None)
+        if exc[0] is None:
+            self.close()
+        else:  # leaving on an error (or Ctrl-C): do not wait for the jobs
+            self.close(timeout=0, terminate=True)
 
     def __del__(self) -> None:
         if not getattr(self, '_closed', True):

@@ -35,7 +35,7 @@ from ..execution.computation import Package, classify_depends
 from ..job import DispyJob
 from ..nodes import DispyNode, LocalNode, NodeAllocate
 from ..protocol import messages as m
-from ..scheduling.state import Dispatch, Finalize, Scheduler, SendCancel
+from ..scheduling.state import Dispatch, Finalize, Requeued, Scheduler, SendCancel
 from ..status import JobStatus, NodeStatus
 from ..transport.connection import Connection, connect
 from .local import LocalNodeProcess
@@ -125,10 +125,13 @@ class Engine:
             return
         try:
             link = await self._setup(conn, spec, f'{host}:{port}')
-        except (DispyError, OSError) as exc:
+        except (DispyError, OSError, asyncio.TimeoutError) as exc:
             log.warning('node %s:%s is not used: %s', host, port, exc)
             conn.abort()
             return
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
         if link is None:
             await conn.close()
             return
@@ -218,6 +221,9 @@ class Engine:
         link.node.busy = 0
         self._on_status(NodeStatus.Closed, link.node, None)
         self._apply(self.sched.remove_node(link.key, f'node {link.node.name} lost'))
+        if not self.links and self.jobs and not self._closing:
+            log.warning('no node left for "%s"; %d job(s) wait for one',
+                        self.cfg.package.name, len(self.jobs))
 
     def find_node(self, node: Any) -> str | None:
         """The link key for a DispyNode, IP address or host name (None if unknown)."""
@@ -255,6 +261,10 @@ class Engine:
                 job = self.jobs.pop(action.uid, None)
                 if job is not None:
                     self._finish(job, action.status, None, None, None, action.reason)
+            elif type(action) is Requeued:
+                job = self.jobs.get(action.uid)
+                if job is not None:
+                    job.status, job.ip_addr, job._node = JobStatus.Created, None, None
 
     def _dispatch(self, action: Dispatch) -> None:
         link = self.links[action.node]
@@ -284,8 +294,9 @@ class Engine:
             try:
                 status = JobStatus(status)
             except ValueError:
-                log.warning('node %s sent unknown job status %r', link.node.name, status)
-                continue
+                status = None
+            if status is None or not status.is_final:
+                raise ProtocolError(f'node {link.node.name} sent job status {status!r}')
             final, actions = self.sched.reply(uid, attempt, link.key, status)
             if final is None:
                 log.debug('dropped stale reply for job %s attempt %s from %s', uid, attempt,
@@ -336,8 +347,10 @@ class Engine:
             except DispyError:
                 link.closed.set()
         if links:
-            await asyncio.wait([asyncio.ensure_future(link.closed.wait()) for link in links],
-                               timeout=timeout)
+            waits = [asyncio.ensure_future(link.closed.wait()) for link in links]
+            await asyncio.wait(waits, timeout=timeout)
+            for wait in waits:
+                wait.cancel()
         for link in links:
             await link.conn.close()
             if link.reader is not None:

@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 from ..errors import DispyError
-from ..execution.processes import READY_LINE
+from ..execution.processes import read_ready_line
 
 log = logging.getLogger('dispylike')
 
@@ -30,28 +30,30 @@ class LocalNodeProcess:
                      tls_files: tuple[str, str, str] = ('', '', '')) -> LocalNodeProcess:
         prefix = tempfile.mkdtemp(prefix='dispylike-local-')
         env = dict(os.environ, DISPYLIKE_SECRET=secret)
+        ready_r, ready_w = os.pipe()
         cmd = [sys.executable, '-m', 'dispylike.node', '-i', '127.0.0.1', '--node_port', '0',
-               '-c', str(cpus), '--dest_path_prefix', prefix, '--daemon', '--announce',
-               '--exit_with_parent']
+               '-c', str(cpus), '--dest_path_prefix', prefix, '--daemon',
+               '--ready_fd', str(ready_w), '--exit_with_parent']
         if debug:
             cmd.append('-d')
         for option, path in zip(('--certfile', '--keyfile', '--cafile'), tls_files, strict=True):
             if path:
                 cmd += [option, path]
-        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE)
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
-            word, host, port = line.decode().split()
-            if word != READY_LINE:
-                raise ValueError(line)
-        except (asyncio.TimeoutError, ValueError) as exc:
-            proc.kill()
+            proc = await asyncio.create_subprocess_exec(*cmd, env=env, pass_fds=(ready_w,),
+                                                        stdin=asyncio.subprocess.DEVNULL)
+        finally:
+            os.close(ready_w)
+        try:
+            host, port = await asyncio.to_thread(read_ready_line, ready_r, timeout)
+        except (TimeoutError, ValueError) as exc:
+            if proc.returncode is None:
+                proc.kill()
             await proc.wait()
             shutil.rmtree(prefix, ignore_errors=True)
-            raise DispyError(f'the embedded node did not start: {exc!r}') from exc
+            raise DispyError(f'the embedded node did not start: {exc}') from exc
         log.debug('embedded node pid %d at %s:%s', proc.pid, host, port)
-        return cls(proc, host, int(port), prefix)
+        return cls(proc, host, port, prefix)
 
     async def stop(self, timeout: float = 15.0) -> None:
         if self.proc.returncode is None:

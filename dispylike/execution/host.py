@@ -15,6 +15,7 @@ import os
 import pickle
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import ComputationError, ProtocolError
@@ -72,8 +73,11 @@ def zygote_env() -> dict[str, str]:
 class ComputationHost:
     """One computation's process on this node.  Use :meth:`start`, :meth:`run`, :meth:`close`."""
 
-    def __init__(self, comp_id: str, name: str, dest_path: str) -> None:
+    def __init__(self, comp_id: str, name: str, dest_path: str,
+                 on_broken: Callable[[str], None] | None = None) -> None:
         self.comp_id = comp_id
+        self._on_broken = on_broken
+        self._closing = False
         self.name = name
         self.dest_path = dest_path
         self._proc: asyncio.subprocess.Process | None = None
@@ -113,6 +117,7 @@ class ComputationHost:
     async def close(self, run_cleanup: bool, timeout: float = 30.0) -> str:
         """Kill remaining jobs, run cleanup (if asked), stop the process.  Returns cleanup error."""
         error = ''
+        self._closing = True
         if self._proc is not None and self._proc.returncode is None and not self.broken:
             try:
                 self._send('close', run_cleanup)
@@ -176,6 +181,8 @@ class ComputationHost:
             if self._closed_fut is not None and not self._closed_fut.done():
                 self._closed_fut.set_result('')
             self._fail_all('the computation process died')
+            if not self._closing and self._on_broken is not None:
+                self._on_broken(self.broken)
 
     def _on_ctl(self, msg: tuple) -> None:
         kind = msg[0]
@@ -185,6 +192,11 @@ class ComputationHost:
             if entry is not None and entry[0] == attempt:
                 del self._runs[uid]
                 entry[1].set_result(outcome_from_report(wait_status, float(cpu_time), result))
+        elif kind == 'refused' and len(msg) == 4:
+            entry = self._runs.pop(msg[1], None)
+            if entry is not None and entry[0] == msg[2]:
+                entry[1].set_result(JobOutcome(JobStatus.Terminated, 0.0, 0.0,
+                                               failure_payload(str(msg[3]))))
         elif kind in ('ready', 'failed') and len(msg) == 2:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result('' if kind == 'ready' else f'setup failed:\n{msg[1]}')

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
+import time
 
 _PR_SET_PDEATHSIG = 1
-#: First stdout line of a node started with --announce: '<READY_LINE> <ip> <port>'.
+#: What a node started with --ready_fd N writes to fd N: '<READY_LINE> <ip> <port>\n'.
 READY_LINE = 'DISPYLIKE-NODE-READY'
 _libc = None
 
@@ -25,6 +27,30 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def read_ready_line(fd: int, timeout: float) -> tuple[str, int]:
+    """Wait for a node's ready line on ``fd`` (then closed); returns (address, port).
+
+    Raises TimeoutError, or ValueError if the node exited or wrote something else.
+    """
+    data = b''
+    deadline = time.monotonic() + timeout
+    try:
+        while not data.endswith(b'\n'):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError('the node did not start in time')
+            chunk = os.read(fd, 256)
+            if not chunk:
+                raise ValueError(f'the node exited before it was ready ({data!r})')
+            data += chunk
+    finally:
+        os.close(fd)
+    words = data.decode(errors='replace').split()
+    if len(words) != 3 or words[0] != READY_LINE or not words[2].isdigit():
+        raise ValueError(f'unexpected ready line {data!r}')
+    return words[1], int(words[2])
 
 
 def kill_group(pgid: int, sig: int) -> bool:

@@ -178,7 +178,11 @@ class Zygote:
     # argument pipe), so the fork is off the job's critical path; each job still
     # gets a fresh process forked from the zygote after setup.
     def fork_job(self, uid: int, attempt: int, payload: bytes) -> None:
-        child = self.spares.popleft() if self.spares else self._spawn()
+        try:
+            child = self.spares.popleft() if self.spares else self._spawn()
+        except OSError as exc:  # out of processes or descriptors: fail this job only
+            _send(self.ctl, 'refused', uid, attempt, f'could not start a job process: {exc}')
+            return
         child.uid, child.attempt = uid, attempt
         self.pids[uid] = child.pid
         try:
@@ -197,12 +201,20 @@ class Zygote:
         if len(self.spares) >= self.spare_low:
             return
         while len(self.spares) < self.spare_high:
-            self.spares.append(self._spawn())
+            try:
+                self.spares.append(self._spawn())
+            except OSError:  # spares are an optimisation: a job forks when it needs one
+                return
 
     def _spawn(self) -> _Child:
         rfd, wfd = os.pipe()
         afd_r, afd_w = os.pipe()
-        pid = lean_fork()
+        try:
+            pid = lean_fork()
+        except OSError:
+            for fd in (rfd, wfd, afd_r, afd_w):
+                os.close(fd)
+            raise
         if pid == 0:
             code = 70
             try:
@@ -352,7 +364,7 @@ def _serialize_reply(result: Any, stdout: str, stderr: str, exception: str | Non
         return status, cloudpickle.dumps(reply, protocol=5)
     except Exception as exc:  # noqa: BLE001 - any failure means: unpicklable result
         msg = (f'the result could not be serialised ({type(exc).__name__}: {exc}); '
-               'return picklable data or send a file with dispy_send_file')
+               'return picklable data (or save it to a file)')
         return JobStatus.Terminated, pickle.dumps((None, stdout, stderr, msg), protocol=5)
 
 

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--daemon', action='store_true',
                    help='run without interactive console (the console is not available yet)')
     p.add_argument('-d', '--debug', action='store_true', help='log debug messages')
-    p.add_argument('--announce', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--ready_fd', type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument('--exit_with_parent', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--version', action='version', version=f'dispylike {__version__}')
     return p
@@ -64,15 +64,16 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
                        certfile=args.certfile, keyfile=args.keyfile, cafile=args.cafile)
 
 
-async def run_node(opts: NodeOptions, announce: bool = False) -> None:
+async def run_node(opts: NodeOptions, ready_fd: int = -1) -> None:
     node = NodeDaemon(opts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
-    if announce:
-        print(f'{READY_LINE} {node.ip_addr} {node.port}', flush=True)
+    if ready_fd >= 0:  # whoever started us waits for this line (embedded node, tests)
+        os.write(ready_fd, f'{READY_LINE} {node.ip_addr} {node.port}\n'.encode())
+        os.close(ready_fd)
     try:
         await stop.wait()
     finally:
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(logging.DEBUG if args.debug else logging.INFO)
     try:
         loop = new_event_loop()
-        loop.run_until_complete(run_node(opts, args.announce))
+        loop.run_until_complete(run_node(opts, args.ready_fd))
     except OSError as exc:
         print(f'dispynode: {exc}', file=sys.stderr)
         return 1

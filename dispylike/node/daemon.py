@@ -33,7 +33,7 @@ from ..errors import ComputationError, ConnectionClosed, ProtocolError
 from ..execution.host import ComputationHost, JobOutcome, failure_payload
 from ..execution.staging import FileSink, StagingError, check_relpath
 from ..protocol import messages as m
-from ..protocol.frames import PROTOCOL_VERSION
+from ..protocol.frames import DEFAULT_MESSAGE_CAP, PROTOCOL_VERSION
 from ..security.tls import maybe_server_context
 from ..status import JobStatus
 from ..transport.connection import Connection, Server
@@ -42,6 +42,11 @@ from ..version import __version__
 log = logging.getLogger('dispylike.node')
 
 DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
+MAX_UNACKED = 100_000
+REPLY_BATCH_BYTES = 16 * 1024 * 1024
+#: A job result larger than this is refused (Terminated, with the reason): it must fit
+#: one message to the client (``frames.DEFAULT_MESSAGE_CAP``) with room to spare.
+MAX_RESULT_BYTES = DEFAULT_MESSAGE_CAP - 16 * 1024 * 1024
 
 
 @dataclass
@@ -76,6 +81,12 @@ def resolve_cpus(requested: int, available: int) -> int:
     return requested
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class NodeComputation:
     comp_id: str
@@ -86,7 +97,9 @@ class NodeComputation:
     host: ComputationHost | None = None
     sinks: dict[str, FileSink] = field(default_factory=dict)
     running: dict[int, int] = field(default_factory=dict)   # uid -> attempt
-    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when nothing runs
+    queued: set[int] = field(default_factory=set)           # uids waiting in the node queue
+    idle: asyncio.Event = field(default_factory=_set_event)  # set when nothing runs
+    starting: bool = False
 
 
 @dataclass
@@ -106,17 +119,27 @@ class ClientSession:
         self.conn = conn
         self.client = conn.peer
         self.comps: dict[str, NodeComputation] = {}
-        self.unacked: dict[tuple[int, int], tuple] = {}
+        # Replies the client has not acknowledged yet.  Nothing is resent from here
+        # today (the connection is the session); the record is what delivery after
+        # a reconnect (issue 5) will build on.  Bounded, as the peer sets its size.
+        self.unacked: dict[tuple[int, int], None] = {}
+        self.tasks: set[asyncio.Task] = set()    # long handlers (setup, close)
         self._outbox: list[tuple] = []
+        self._outbox_bytes = 0
 
     def reply(self, entry: tuple) -> None:
-        self.unacked[(entry[0], entry[1])] = entry
+        self.unacked[(entry[0], entry[1])] = None
+        if len(self.unacked) > MAX_UNACKED:
+            del self.unacked[next(iter(self.unacked))]
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox.append(entry)
+        self._outbox_bytes += len(entry[5])
+        if self._outbox_bytes > REPLY_BATCH_BYTES:   # keep each message far below the cap
+            self._flush()
 
     def _flush(self) -> None:
-        batch, self._outbox = tuple(self._outbox), []
+        batch, self._outbox, self._outbox_bytes = tuple(self._outbox), [], 0
         if batch and not self.conn.closed:
             try:
                 self.conn.send(m.JobReplies(batch))
@@ -140,6 +163,7 @@ class NodeDaemon:
         self.free = self.cpus
         self.queue: deque[_Queued] = deque()
         self.jobs_done = 0
+        self._sessions: set[asyncio.Task] = set()
         self._server = Server(opts.secret, self._serve_client, name='dispynode',
                               handshake_timeout=opts.msg_timeout,
                               ssl_context=maybe_server_context(opts.certfile or None,
@@ -180,11 +204,14 @@ class NodeDaemon:
         for conn in list(self._server.connections):
             conn.abort()
         await self._server.close()
-        await asyncio.sleep(0)
+        if self._sessions:  # let each session terminate its jobs and clean its files
+            await asyncio.wait(list(self._sessions), timeout=30)
 
     # --- per client -------------------------------------------------------------
     async def _serve_client(self, conn: Connection) -> None:
         session = ClientSession(self, conn)
+        me = asyncio.current_task()
+        self._sessions.add(me)
         log.debug('client %s connected', conn.peer)
         try:
             while True:
@@ -194,11 +221,26 @@ class NodeDaemon:
                     raise ProtocolError(f'unexpected message {type(msg).__name__}')
                 result = handler(session, msg)
                 if asyncio.iscoroutine(result):
-                    await result
+                    # long work (setup, cleanup) must not stop this loop from noticing
+                    # that the client went away
+                    task = asyncio.get_running_loop().create_task(result)
+                    session.tasks.add(task)
+                    task.add_done_callback(partial(self._handler_done, session))
         finally:
             await self._end_session(session)
+            self._sessions.discard(me)
+
+    def _handler_done(self, session: ClientSession, task: asyncio.Task) -> None:
+        session.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error('client %s: %s', session.client, task.exception())
+            session.conn.abort()
 
     async def _end_session(self, session: ClientSession) -> None:
+        for task in list(session.tasks):
+            task.cancel()
+        if session.tasks:
+            await asyncio.wait(list(session.tasks), timeout=30)
         for comp in list(session.comps.values()):
             await self._close_comp(session, comp, terminate=True)
         if self.owner is session:
@@ -211,6 +253,8 @@ class NodeDaemon:
                                      platform.platform(), self.incarnation, __version__, owner))
 
     def _on_setup(self, session: ClientSession, msg: m.SetupComputation) -> None:
+        if msg.comp_id in session.comps:
+            raise ProtocolError(f'computation {msg.comp_id!r} set up twice')
         if self.owner is not None and self.owner is not session:
             session.conn.send(m.Refused(msg.comp_id, f'node is in use by {self.owner.client}'))
             return
@@ -252,7 +296,11 @@ class NodeDaemon:
 
     async def _on_start(self, session: ClientSession, msg: m.StartComputation) -> None:
         comp = self._comp(session, msg.comp_id)
-        host = ComputationHost(comp.comp_id, comp.name, comp.dest_path)
+        if comp.host is not None or comp.starting:
+            raise ProtocolError(f'computation {comp.name!r} started twice')
+        comp.starting = True
+        host = ComputationHost(comp.comp_id, comp.name, comp.dest_path,
+                               on_broken=partial(self._comp_broken, session, comp))
         node_globals = {'dispy_node_name': self.name, 'dispy_node_ip_addr': self.ip_addr,
                         'dispy_job_path': comp.dest_path}
         try:
@@ -262,19 +310,36 @@ class NodeDaemon:
             session.conn.send(m.ComputationReady(comp.comp_id, False, str(exc), comp.dest_path))
             return
         comp.host, comp.code = host, b''
+        if comp.comp_id not in session.comps:       # closed while it was starting
+            await host.close(run_cleanup=True)
+            return
         session.conn.send(m.ComputationReady(comp.comp_id, True, '', comp.dest_path))
+
+    def _comp_broken(self, session: ClientSession, comp: NodeComputation, reason: str) -> None:
+        """The computation's process died: this node can no longer run its jobs, so drop
+        the client's link; the client then reschedules or abandons them as for a lost node."""
+        if comp.comp_id in session.comps:
+            log.error('computation "%s" from %s: %s; disconnecting the client',
+                      comp.name, session.client, reason)
+            session.conn.abort()
 
     def _on_run(self, session: ClientSession, msg: m.RunJobs) -> None:
         comp = self._comp(session, msg.comp_id)
+        if comp.host is None:
+            raise ProtocolError(f'jobs for computation {comp.name!r} before it is ready')
         for uid, attempt, payload in msg.jobs:
+            if uid in comp.running or uid in comp.queued:
+                raise ProtocolError(f'job {uid} sent twice')
+            comp.queued.add(uid)
             self.queue.append(_Queued(session, comp, uid, attempt, payload))
         self._pump()
 
     def _pump(self) -> None:
         while self.free > 0 and self.queue:
             q = self.queue.popleft()
-            if q.comp.host is None or q.session.conn.closed:
-                continue
+            q.comp.queued.discard(q.uid)
+            if q.comp.comp_id not in q.session.comps or q.session.conn.closed:
+                continue  # its computation is closed: nobody waits for a reply
             self.free -= 1
             q.comp.running[q.uid] = q.attempt
             q.comp.idle.clear()
@@ -284,6 +349,11 @@ class NodeDaemon:
     def _job_done(self, session: ClientSession, comp: NodeComputation, uid: int, attempt: int,
                   fut: asyncio.Future) -> None:
         outcome: JobOutcome = fut.result()
+        if len(outcome.payload) > MAX_RESULT_BYTES:
+            outcome = JobOutcome(JobStatus.Terminated, outcome.start_time, outcome.end_time,
+                                 failure_payload(f'the result is {len(outcome.payload)} bytes; '
+                                                 f'the limit is {MAX_RESULT_BYTES}: save it to '
+                                                 'a file instead'))
         self.free += 1
         self.jobs_done += 1
         if comp.running.get(uid) == attempt:
@@ -302,6 +372,7 @@ class NodeDaemon:
         for q in self.queue:
             if q.session is session and q.uid == msg.uid and q.attempt == msg.attempt:
                 self.queue.remove(q)
+                q.comp.queued.discard(q.uid)
                 session.reply((msg.uid, msg.attempt, int(JobStatus.Cancelled), 0.0, 0.0,
                                failure_payload('cancelled before it started')))
                 return

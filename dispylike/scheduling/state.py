@@ -45,6 +45,12 @@ class SendCancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Requeued:
+    """Job ``uid`` lost its node and waits to run again (status back to Created)."""
+    uid: int
+
+
+@dataclass(frozen=True, slots=True)
 class Finalize:
     """Job ``uid`` ended without a node reply (cancelled in queue, abandoned)."""
     uid: int
@@ -52,7 +58,7 @@ class Finalize:
     reason: str
 
 
-Action = Dispatch | SendCancel | Finalize
+Action = Dispatch | SendCancel | Finalize | Requeued
 
 
 @dataclass(slots=True)
@@ -162,6 +168,7 @@ class Scheduler:
             else:
                 job.state = JobStatus.Created
                 self._queue.appendleft(uid)
+                out.append(Requeued(uid))
         for uid in entry.pinned:
             if uid in self._jobs:
                 out.append(self._finish(uid, JobStatus.Abandoned, f'{reason}; job was bound to it'))
@@ -187,6 +194,7 @@ class Scheduler:
         """A node reports a final status.  Returns (status to record, actions).
 
         The status is None when the reply is stale or a duplicate: ignore it.
+        A status that is not final is a caller error (ValueError): validate first.
         """
         job = self._jobs.get(uid)
         if (job is None or job.node != node or job.attempt != attempt

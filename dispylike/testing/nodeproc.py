@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from ..execution.processes import READY_LINE
+from ..execution.processes import read_ready_line
 
 
 class NodeProcess:
@@ -22,30 +22,22 @@ class NodeProcess:
     def __init__(self, cpus: int = 2, secret: str = '', extra: list[str] | None = None,
                  host: str = '127.0.0.1', timeout: float = 30.0) -> None:
         self.prefix = tempfile.mkdtemp(prefix='dispylike-test-node-')
+        ready_r, ready_w = os.pipe()
         cmd = [sys.executable, '-m', 'dispylike.node', '-i', host, '--node_port', '0',
-               '-c', str(cpus), '--dest_path_prefix', self.prefix, '--daemon', '--announce',
-               *(extra or [])]
+               '-c', str(cpus), '--dest_path_prefix', self.prefix, '--daemon',
+               '--ready_fd', str(ready_w), *(extra or [])]
         env = dict(os.environ, DISPYLIKE_SECRET=secret)
         self._log = tempfile.NamedTemporaryFile(prefix='dispynode-', suffix='.log', delete=False)
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=self._log,
-                                     stdin=subprocess.DEVNULL, text=True)
         try:
-            line = self._readline(timeout)
-            word, self.host, port = line.split()
-            if word != READY_LINE:
-                raise RuntimeError(f'unexpected first line from dispynode: {line!r}')
-            self.port = int(port)
+            self.proc = subprocess.Popen(cmd, env=env, stderr=self._log, pass_fds=(ready_w,),
+                                         stdin=subprocess.DEVNULL)
+        finally:
+            os.close(ready_w)
+        try:
+            self.host, self.port = read_ready_line(ready_r, timeout)
         except BaseException:
             self.stop()
             raise
-
-    def _readline(self, timeout: float) -> str:
-        import selectors
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            raise TimeoutError('dispynode did not start in time')
-        return self.proc.stdout.readline()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -68,8 +60,6 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
         shutil.rmtree(self.prefix, ignore_errors=True)
         self._log.close()
         try:

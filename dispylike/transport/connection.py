@@ -182,6 +182,14 @@ async def _client_handshake(conn: Connection, side: hs.ClientHandshake) -> None:
             conn.writer.write(out)
 
 
+class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
+    """Reads nothing until TLS is started: a byte read before would be lost to TLS."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # start_tls resumes reading on the TLS transport
+        super().connection_made(transport)
+
+
 async def _start_server_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             context: ssl.SSLContext) -> None:
     """Upgrade an accepted connection to TLS (StreamWriter.start_tls before 3.11)."""
@@ -222,8 +230,15 @@ class Server:
     async def listen(self, host: str, port: int) -> int:
         """Start listening; return the bound port (useful with port 0)."""
         # TLS is started by _on_accept itself, so a failed TLS handshake is ours to log
-        server = await asyncio.start_server(self._on_accept, host, port,
-                                            limit=READ_CHUNK * 4, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        proto = _TlsFirstProtocol if self.ssl_context is not None else \
+            asyncio.StreamReaderProtocol
+
+        def factory() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=READ_CHUNK * 4)
+            return proto(reader, self._on_accept)
+
+        server = await loop.create_server(factory, host, port, reuse_address=True)
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
