@@ -190,21 +190,6 @@ class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
         super().connection_made(transport)
 
 
-async def _start_server_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                            context: ssl.SSLContext) -> None:
-    """Upgrade an accepted connection to TLS (StreamWriter.start_tls before 3.11)."""
-    if hasattr(writer, 'start_tls'):
-        await writer.start_tls(context)
-        return
-    loop = asyncio.get_running_loop()
-    protocol = writer.transport.get_protocol()
-    transport = await loop.start_tls(writer.transport, protocol, context, server_side=True)
-    writer._transport = transport       # what 3.11's StreamWriter.start_tls does
-    protocol._transport = transport
-    protocol._over_ssl = True
-    reader._transport = transport
-
-
 Handler = Callable[[Connection], Awaitable[None]]
 
 
@@ -226,19 +211,23 @@ class Server:
         self._servers: list[asyncio.base_events.Server] = []
         self._pending = 0
         self.connections: set[Connection] = set()
+        self._own_tls = ssl_context is not None and hasattr(asyncio.StreamWriter, 'start_tls')
 
     async def listen(self, host: str, port: int) -> int:
         """Start listening; return the bound port (useful with port 0)."""
         # TLS is started by _on_accept itself, so a failed TLS handshake is ours to log
+        # (StreamWriter.start_tls is 3.11+; before, asyncio runs TLS and logs failures
+        # only in debug mode)
         loop = asyncio.get_running_loop()
-        proto = _TlsFirstProtocol if self.ssl_context is not None else \
-            asyncio.StreamReaderProtocol
+        proto = _TlsFirstProtocol if self._own_tls else asyncio.StreamReaderProtocol
+        builtin_tls = self.ssl_context if not self._own_tls else None
 
         def factory() -> asyncio.StreamReaderProtocol:
             reader = asyncio.StreamReader(limit=READ_CHUNK * 4)
             return proto(reader, self._on_accept)
 
-        server = await loop.create_server(factory, host, port, reuse_address=True)
+        server = await loop.create_server(factory, host, port, reuse_address=True,
+                                          ssl=builtin_tls)
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
@@ -251,9 +240,8 @@ class Server:
         conn = Connection(reader, writer, peer, FrameDecoder(HANDSHAKE_CAP, HANDSHAKE_CAP))
         self._pending += 1
         try:
-            if self.ssl_context is not None:
-                await asyncio.wait_for(_start_server_tls(reader, writer, self.ssl_context),
-                                       self.handshake_timeout)
+            if self._own_tls and not await self._start_tls(conn):
+                return
             await asyncio.wait_for(self._handshake(conn), self.handshake_timeout)
         except (AuthenticationError, ProtocolError) as exc:
             log.warning('%s: rejected %s: %s', self.name, peer, exc)
@@ -262,10 +250,6 @@ class Server:
         except asyncio.TimeoutError:
             log.warning('%s: dropped %s: no handshake within %ss', self.name, peer,
                         self.handshake_timeout)
-            conn.abort()
-            return
-        except ssl.SSLError as exc:
-            log.warning('%s: rejected %s: %s', self.name, peer, translate_os_error(exc, peer))
             conn.abort()
             return
         except Exception as exc:
@@ -287,6 +271,23 @@ class Server:
         finally:
             self.connections.discard(conn)
             await conn.close()
+
+    async def _start_tls(self, conn: Connection) -> bool:
+        """TLS before anything else; log why it failed (and close) or return True."""
+        try:
+            await asyncio.wait_for(conn.writer.start_tls(self.ssl_context),
+                                   self.handshake_timeout)
+            return True
+        except asyncio.TimeoutError:
+            why = f'no TLS handshake within {self.handshake_timeout}s'
+        except ssl.SSLError as exc:
+            why = str(translate_os_error(exc, conn.peer))
+        except (OSError, EOFError):
+            why = ('the peer left during the TLS handshake (does it refuse this side\'s '
+                   'certificate?)')
+        log.warning('%s: rejected %s: %s', self.name, conn.peer, why)
+        conn.abort()
+        return False
 
     async def _handshake(self, conn: Connection) -> None:
         side = hs.ServerHandshake(self.secret)
