@@ -135,9 +135,8 @@ class Engine:
         if link is None:
             await conn.close()
             return
-        if self._closing:
-            conn.abort()
-            return
+        # joined even if the cluster is closing: shutdown then releases the node
+        # properly (CloseComputation), so the next client finds it free at once
         self.links[link.key] = link
         self.nodes.append(link.node)
         link.reader = asyncio.get_running_loop().create_task(self._read(link))
@@ -338,8 +337,14 @@ class Engine:
     async def shutdown(self, terminate: bool, timeout: float = 30.0) -> None:
         """Close the computation on every node, stop embedded nodes (idempotent)."""
         self._closing = True
-        for task in list(self._joins):
-            task.cancel()
+        joins = list(self._joins)
+        if joins:
+            # a join about to finish is let finish: cancelling a connection attempt at
+            # the wrong instant can leak its socket (asyncio before 3.12)
+            await asyncio.wait(joins, timeout=2)
+            for task in joins:
+                task.cancel()
+            await asyncio.wait(joins, timeout=10)
         links = list(self.links.values())
         for link in links:
             try:
@@ -360,6 +365,8 @@ class Engine:
         self._locals.clear()
         for uid in list(self.jobs):
             self._apply([Finalize(uid, JobStatus.Abandoned, 'the cluster was closed')])
+        for _ in range(3):  # aborted transports close their sockets on the next turns
+            await asyncio.sleep(0)
 
 
 def _decode_reply(payload: bytes) -> tuple[Any, str | None, str | None, str | None]:

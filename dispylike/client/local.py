@@ -46,12 +46,14 @@ class LocalNodeProcess:
             os.close(ready_w)
         try:
             host, port = await asyncio.to_thread(read_ready_line, ready_r, timeout)
-        except (TimeoutError, ValueError) as exc:
+        except BaseException as exc:  # failed, or the cluster closed meanwhile: no orphan
             if proc.returncode is None:
                 proc.kill()
-            await proc.wait()
+            await asyncio.shield(proc.wait())
             shutil.rmtree(prefix, ignore_errors=True)
-            raise DispyError(f'the embedded node did not start: {exc}') from exc
+            if isinstance(exc, (TimeoutError, ValueError)):
+                raise DispyError(f'the embedded node did not start: {exc}') from exc
+            raise
         log.debug('embedded node pid %d at %s:%s', proc.pid, host, port)
         return cls(proc, host, port, prefix)
 
