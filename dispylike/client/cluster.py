@@ -70,11 +70,9 @@ class JobCluster:
                  certfile: str | None = None, recover_file: str | None = None,
                  cafile: str | None = None) -> None:
         setup_logging(loglevel)
-        if nodes is None or nodes == '*' or (isinstance(nodes, (list, tuple)) and '*' in nodes):
-            raise NotImplementedError('node discovery by broadcast is not available yet: list '
-                                      'the nodes, or use nodes=[dispylike.LocalNode()]')
-        for name, value in (('ping_interval', ping_interval), ('pulse_interval', pulse_interval),
-                            ('recover_file', recover_file)):
+        if nodes is None:
+            nodes = ['*']
+        for name, value in (('pulse_interval', pulse_interval), ('recover_file', recover_file)):
             if value is not None:
                 raise NotImplementedError(f'{name} is not available yet')
         if isinstance(nodes, (str, tuple)) or not hasattr(nodes, '__iter__'):
@@ -91,12 +89,14 @@ class JobCluster:
         self._closed = False
         self._start_time = time.time()
         self._callbacks = CallbackRunner() if (job_status or cluster_status) else None
-        if isinstance(host, (list, tuple)):
-            host = host[0] if host else None
+        addresses = list(host) if isinstance(host, (list, tuple)) else [host] if host else []
+        host = addresses[0] if addresses else None
         cfg = EngineConfig(comp_id=uuid.uuid4().hex, package=self._package,
                            client_name=f'{socket.gethostname()}:{os.getpid()}',
                            secret=secret or '', dest_path=(dest_path or '').strip('/'),
-                           local_addr=host or None,
+                           local_addr=host or None, client_addresses=addresses,
+                           ipv4_multicast=bool(ipv4_udp_multicast),
+                           ping_interval=ping_interval,
                            ssl_context=maybe_client_context(certfile, keyfile, cafile),
                            tls_files=tuple(os.path.abspath(f) if f else ''
                                            for f in (certfile, keyfile, cafile)),
@@ -104,7 +104,7 @@ class JobCluster:
                            dispy_port=dispy_port or config.DispyPort)
         self._io = LoopThread(f'dispylike-io-{next(self._ids)}')
         self._engine = Engine(cfg, self, self._job_done, self._status)
-        self._io.call(self._engine.add_nodes, specs)
+        self._io.run(self._engine.add_nodes(specs), timeout=30)
 
     # --- engine callbacks (I/O loop thread) ----------------------------------------
     def _job_done(self, job: DispyJob) -> None:

@@ -33,7 +33,10 @@ from .. import config
 from ..errors import ComputationError, DispyError, ProtocolError
 from ..execution.computation import Package, classify_depends
 from ..job import DispyJob
+from ..discovery.addresses import is_loopback
+from ..discovery.beacon import ClientBeacon
 from ..nodes import DispyNode, LocalNode, NodeAllocate
+from ..protocol.discovery import Announce
 from ..protocol import messages as m
 from ..scheduling.state import Dispatch, Finalize, Requeued, Scheduler, SendCancel
 from ..status import JobStatus, NodeStatus
@@ -43,6 +46,8 @@ from .local import LocalNodeProcess
 log = logging.getLogger('dispylike')
 
 FILE_CHUNK = 1 << 20
+#: Seconds after which a cluster that found no node says so (what it probed, where).
+SETTLE_TIME = 5.0
 #: Jobs shorter than this (seconds, moving average per node) are prefetched: the node
 #: holds one queued job per CPU, so a CPU never waits for a round trip to the client.
 #: Longer jobs are not, so work stays free to go to nodes that become idle.
@@ -61,6 +66,9 @@ class EngineConfig:
     dispy_port: int = config.DispyPort
     msg_timeout: float = config.MsgTimeout
     local_addr: str | None = None     # source address for connections to nodes
+    client_addresses: list[str] = field(default_factory=list)  # for discovery
+    ipv4_multicast: bool = False
+    ping_interval: float | None = None
     ssl_context: ssl.SSLContext | None = None
     tls_files: tuple[str, str, str] = ('', '', '')   # certfile, keyfile, cafile (local nodes)
 
@@ -95,22 +103,83 @@ class Engine:
         self._joins: set[asyncio.Task] = set()
         self._flush_pending = False
         self._closing = False
+        self.specs: list[NodeAllocate] = []
+        self._known: set[str] = set()            # host:port joined or joining
+        self.beacon: ClientBeacon | None = None
+        self._discovery: asyncio.Task | None = None
 
     # --- nodes ------------------------------------------------------------------
-    def add_nodes(self, specs: list[NodeAllocate]) -> None:
+    async def add_nodes(self, specs: list[NodeAllocate]) -> None:
+        """Dial listed nodes; if any entry is a pattern, discover the rest by UDP."""
+        self.specs += specs
         for spec in specs:
-            task = asyncio.get_running_loop().create_task(self._join(spec))
-            self._joins.add(task)
-            task.add_done_callback(self._join_done)
+            if not spec.is_pattern:
+                self._start_join(spec, None, None)
+        if any(spec.is_pattern for spec in self.specs) and self.beacon is None:
+            await self._start_discovery()
+
+    def _start_join(self, spec: NodeAllocate, host: str | None, port: int | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._join(spec, host, port))
+        self._joins.add(task)
+        task.add_done_callback(self._join_done)
 
     def _join_done(self, task: asyncio.Task) -> None:
         self._joins.discard(task)
-        if not self._joins and not self.links and not self._closing:
+        if not self._joins and not self.links and not self._closing and self.beacon is None:
             log.warning('no node could be used for "%s"; %d job(s) wait for one',
                         self.cfg.package.name, len(self.jobs))
 
-    async def _join(self, spec: NodeAllocate) -> None:
-        host, port = spec.ip_addr, spec.port or config.port_of('NodePort', self.cfg.dispy_port)
+    async def _start_discovery(self) -> None:
+        self.beacon = ClientBeacon(self.cfg.secret, self._on_announce)
+        await self.beacon.start(config.port_of('ClientPort', self.cfg.dispy_port),
+                                self.cfg.client_addresses)
+        self._discovery = asyncio.get_running_loop().create_task(self._probe_loop())
+
+    async def _probe_loop(self) -> None:
+        """Probe at once, again soon (datagrams get lost), then every ping_interval."""
+        node_port = config.port_of('NodePort', self.cfg.dispy_port)
+        started = time.monotonic()
+        for delay in (0.0, 0.5, 1.0, 2.0):
+            await asyncio.sleep(delay)
+            self.beacon.probe(node_port, self.cfg.ipv4_multicast)
+        await asyncio.sleep(max(0.0, SETTLE_TIME - (time.monotonic() - started)))
+        if not self.links:
+            log.warning('no node found for "%s" after %.0f s; probed %s (UDP; the secret '
+                        'must match); %d job(s) wait', self.cfg.package.name,
+                        time.monotonic() - started,
+                        ', '.join(self.beacon.targets) or 'nothing: no interface with broadcast',
+                        len(self.jobs))
+        while self.cfg.ping_interval:
+            await asyncio.sleep(self.cfg.ping_interval)
+            self.beacon.probe(node_port, self.cfg.ipv4_multicast)
+
+    def _on_announce(self, ann: Announce, source: str) -> None:
+        address = ann.ip_addr
+        if is_loopback(address) and not is_loopback(source):
+            address = source  # a node that only knows its loopback address
+        if self._closing or f'{address}:{ann.port}' in self._known:
+            return
+        for spec in self.specs:
+            if spec.matches(address, ann.name) and spec.port in (None, ann.port):
+                log.debug('discovered node %s at %s:%d', ann.name, address, ann.port)
+                self._start_join(spec, address, ann.port)
+                return
+        log.debug('node %s at %s:%d does not match nodes=', ann.name, address, ann.port)
+
+    async def _join(self, spec: NodeAllocate, host: str | None, port: int | None) -> None:
+        host = host or spec.ip_addr
+        port = port or spec.port or config.port_of('NodePort', self.cfg.dispy_port)
+        key = f'{host}:{port}'
+        if key in self._known:
+            return
+        self._known.add(key)
+        try:
+            await self._connect_and_setup(spec, host, port)
+        finally:
+            if key not in self.links:
+                self._known.discard(key)
+
+    async def _connect_and_setup(self, spec: NodeAllocate, host: str, port: int) -> None:
         try:
             if isinstance(spec, LocalNode):
                 local = await LocalNodeProcess.launch(spec.node_cpus, self.cfg.secret, spec.debug,
@@ -214,6 +283,7 @@ class Engine:
     def _node_lost(self, link: NodeLink, reason: str) -> None:
         if self.links.pop(link.key, None) is None:
             return
+        self._known.discard(link.key)
         if not self._closing:
             log.warning('lost node %s (%s): %s', link.node.name, link.key, reason)
         link.conn.abort()
@@ -337,6 +407,10 @@ class Engine:
     async def shutdown(self, terminate: bool, timeout: float = 30.0) -> None:
         """Close the computation on every node, stop embedded nodes (idempotent)."""
         self._closing = True
+        if self._discovery is not None:
+            self._discovery.cancel()
+        if self.beacon is not None:
+            self.beacon.close()
         joins = list(self._joins)
         if joins:
             # a join about to finish is let finish: cancelling a connection attempt at

@@ -30,6 +30,9 @@ from collections.abc import Callable
 
 from .. import config
 from ..errors import ComputationError, ConnectionClosed, ProtocolError
+from ..discovery.addresses import primary_address
+from ..discovery.beacon import NodeBeacon
+from ..protocol.discovery import Announce
 from ..execution.host import ComputationHost, JobOutcome, failure_payload
 from ..execution.staging import FileSink, StagingError, check_relpath
 from ..protocol import messages as m
@@ -66,6 +69,8 @@ class NodeOptions:
     certfile: str = ''
     keyfile: str = ''
     cafile: str = ''
+    ipv4_udp_multicast: bool = False
+    discovery: bool = True            # answer UDP probes and announce at start-up
 
 
 def resolve_cpus(requested: int, available: int) -> int:
@@ -164,6 +169,7 @@ class NodeDaemon:
         self.queue: deque[_Queued] = deque()
         self.jobs_done = 0
         self._sessions: set[asyncio.Task] = set()
+        self.beacon: NodeBeacon | None = None
         self._server = Server(opts.secret, self._serve_client, name='dispynode',
                               handshake_timeout=opts.msg_timeout,
                               ssl_context=maybe_server_context(opts.certfile or None,
@@ -192,15 +198,34 @@ class NodeDaemon:
         for host in hosts:
             self.port = await self._server.listen(host or None, port)
             port = self.port  # every address on the same port
-        self.ip_addr = self.opts.ext_host or (hosts[0] if hosts[0] else _default_ip())
+        self.ip_addr = self.opts.ext_host or (hosts[0] if hosts[0] else primary_address())
+        if self.opts.discovery:
+            await self._start_beacon([h for h in hosts if h])
         log.info('dispylike node %s (protocol %d) "%s" serving %d CPU%s at %s:%d '
                  '(listening on %s%s); files under %s', __version__, PROTOCOL_VERSION, self.name,
                  self.cpus, '' if self.cpus == 1 else 's', self.ip_addr, self.port,
                  ', '.join(h or '*' for h in hosts), ', TLS' if self.opts.certfile else '',
                  self.prefix)
 
+    async def _start_beacon(self, addresses: list[str]) -> None:
+        self.beacon = NodeBeacon(self.opts.secret, self._announcement)
+        try:
+            await self.beacon.start(self.port, addresses)
+        except OSError as exc:
+            log.warning('discovery disabled: cannot listen on UDP port %d: %s', self.port, exc)
+            return
+        targets = self.beacon.announce(config.port_of('ClientPort', self.opts.dispy_port),
+                                       self.opts.ipv4_udp_multicast)
+        log.info('answering discovery on UDP port %d; announced to %s', self.port,
+                 ', '.join(targets) or 'nobody (no broadcast or multicast interface)')
+
+    def _announcement(self, nonce: bytes) -> Announce:
+        return Announce(nonce, self.port, self.cpus, self.incarnation, self.name, self.ip_addr)
+
     async def stop(self) -> None:
         """Terminate every computation, tell clients, release resources (idempotent)."""
+        if self.beacon is not None:
+            self.beacon.close()
         for conn in list(self._server.connections):
             conn.abort()
         await self._server.close()
@@ -410,9 +435,3 @@ def _safe_name(name: str) -> str:
     cleaned = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)[:40]
     return cleaned.strip('.') or 'computation'
 
-
-def _default_ip() -> str:
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return '127.0.0.1'

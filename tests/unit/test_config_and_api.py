@@ -60,7 +60,5 @@ def test_public_api_exports():
 
 
 def test_unavailable_features_say_so():
-    with pytest.raises(NotImplementedError, match='discovery'):
-        dispy.JobCluster(lambda: 0)
     with pytest.raises(NotImplementedError, match='pulse_interval'):
         dispy.JobCluster(lambda: 0, nodes=['127.0.0.1'], pulse_interval=2)

@@ -1,0 +1,1 @@
+"""Finding nodes: interface addresses and the UDP beacons of clients and nodes."""

@@ -1,0 +1,205 @@
+"""UDP beacons: nodes answer probes and announce themselves; clients probe and listen.
+
+::
+
+    client ──PROBE──> broadcast / multicast / unicast, UDP NodePort ──> node
+    client <──ANNOUNCE── unicast to the probe's source ───────────────── node
+    client <──ANNOUNCE── broadcast / multicast, UDP ClientPort ── node at start-up
+
+Every datagram is authenticated (protocol.discovery); anything else is counted
+and dropped.  Replies are rate-limited so a node cannot be used to amplify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+from .. import config
+from ..errors import AuthenticationError, ProtocolError
+from ..protocol import discovery as d
+from .addresses import Interface, interfaces, is_loopback
+
+log = logging.getLogger('dispylike.discovery')
+
+#: Answers a node sends per second at most (the rest are dropped).
+MAX_REPLIES_PER_SECOND = 200
+
+
+class _Beacon(asyncio.DatagramProtocol):
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.transports: list[asyncio.DatagramTransport] = []
+        self.refused = 0
+
+    def _decode(self, data: bytes, addr: tuple) -> d.Probe | d.Announce | None:
+        try:
+            return d.decode(data, self.secret)
+        except (ProtocolError, AuthenticationError) as exc:
+            self.refused += 1
+            if self.refused <= 5 or self.refused % 1000 == 0:
+                log.info('ignored datagram from %s: %s (%d so far)', addr[0], exc, self.refused)
+            return None
+
+    def send(self, data: bytes, target: tuple) -> None:
+        family = socket.AF_INET6 if ':' in target[0] else socket.AF_INET
+        for transport in self.transports:
+            if transport.get_extra_info('socket').family == family:
+                try:
+                    transport.sendto(data, target)
+                except OSError as exc:
+                    log.debug('cannot send to %s: %s', target, exc)
+                return
+
+    def set_multicast_interface(self, address: str) -> None:
+        for transport in self.transports:
+            sock = transport.get_extra_info('socket')
+            if sock.family == socket.AF_INET:
+                try:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                                    socket.inet_aton(address))
+                except OSError as exc:
+                    log.debug('multicast interface %s: %s', address, exc)
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
+        self.transports.clear()
+
+
+def _udp_socket(family: int, port: int, reuse_port: bool = False) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port and hasattr(socket, 'SO_REUSEPORT'):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.bind(('', port))
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(('::', port))
+    sock.setblocking(False)
+    return sock
+
+
+def _join_groups(sock: socket.socket, ifaces: list[Interface]) -> None:
+    for iface in ifaces:
+        try:
+            if sock.family == socket.AF_INET and ':' not in iface.address:
+                mreq = socket.inet_aton(config.IPv4MulticastGroup) + \
+                    socket.inet_aton(iface.address)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            elif sock.family == socket.AF_INET6 and ':' in iface.address:
+                mreq = socket.inet_pton(socket.AF_INET6, config.IPv6MulticastGroup) + \
+                    struct.pack('@I', iface.index)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        except OSError as exc:  # joined already (several addresses) or no multicast there
+            log.debug('multicast join on %s: %s', iface.name, exc)
+
+
+async def _open(protocol: _Beacon, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+    protocol.transports.append(transport)
+
+
+def _selected(addresses: list[str]) -> list[Interface]:
+    """The interfaces to use: those with ``addresses`` (all but loopback if none given)."""
+    ifaces = interfaces()
+    if addresses:
+        return [i for i in ifaces if i.address in addresses]
+    return [i for i in ifaces if not is_loopback(i.address)]
+
+
+class NodeBeacon(_Beacon):
+    """The node's side: answer probes, announce at start-up."""
+
+    def __init__(self, secret: str, announcement: Callable[[bytes], d.Announce]) -> None:
+        super().__init__(secret)
+        self.announcement = announcement
+        self._window = 0.0
+        self._replies = 0
+
+    async def start(self, port: int, addresses: list[str]) -> None:
+        self.ifaces = _selected(addresses)
+        for family in {socket.AF_INET6 if ':' in i.address else socket.AF_INET
+                       for i in self.ifaces} or {socket.AF_INET}:
+            sock = _udp_socket(family, port, reuse_port=True)
+            _join_groups(sock, self.ifaces)
+            await _open(self, sock)
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        msg = self._decode(data, addr)
+        if not isinstance(msg, d.Probe):
+            return
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self._window, self._replies = now, 0
+        self._replies += 1
+        if self._replies <= MAX_REPLIES_PER_SECOND:
+            self.send(d.encode(self.announcement(msg.nonce), self.secret), addr[:2])
+
+    def announce(self, client_port: int, multicast_v4: bool) -> list[str]:
+        """Tell clients already waiting that this node is up.  Returns the targets."""
+        data = d.encode(self.announcement(os.urandom(d.NONCE_SIZE)), self.secret)
+        return _spray(self, data, self.ifaces, client_port, multicast_v4)
+
+
+def _spray(beacon: _Beacon, data: bytes, ifaces: list[Interface], port: int,
+           multicast_v4: bool) -> list[str]:
+    targets = []
+    for iface in ifaces:
+        if ':' in iface.address:
+            target = f'{config.IPv6MulticastGroup}%{iface.name}'
+            beacon.send(data, (config.IPv6MulticastGroup, port, 0, iface.index))
+        elif multicast_v4:
+            target = config.IPv4MulticastGroup
+            beacon.set_multicast_interface(iface.address)
+            beacon.send(data, (target, port))
+        elif iface.broadcast:
+            target = iface.broadcast
+            beacon.send(data, (target, port))
+        else:
+            continue
+        targets.append(f'{target}:{port} ({iface.name})')
+    return targets
+
+
+class ClientBeacon(_Beacon):
+    """The client's side: probe for nodes, hear their announcements."""
+
+    def __init__(self, secret: str, on_announce: Callable[[d.Announce, str], None]) -> None:
+        super().__init__(secret)
+        self.on_announce = on_announce
+        self.targets: list[str] = []
+
+    async def start(self, port: int, addresses: list[str]) -> None:
+        self.ifaces = _selected(addresses)
+        for family in {socket.AF_INET6 if ':' in i.address else socket.AF_INET
+                       for i in self.ifaces} or {socket.AF_INET}:
+            try:
+                sock = _udp_socket(family, port, reuse_port=True)
+            except OSError as exc:  # the client port is taken: announcements are missed
+                log.warning('UDP port %d is in use (%s): nodes that start later will not be '
+                            'seen until the next probe', port, exc)
+                sock = _udp_socket(family, 0)
+            _join_groups(sock, self.ifaces)
+            await _open(self, sock)
+
+    def probe(self, node_port: int, multicast_v4: bool) -> None:
+        data = d.encode(d.Probe(os.urandom(d.NONCE_SIZE)), self.secret)
+        self.targets = _spray(self, data, self.ifaces, node_port, multicast_v4)
+
+    def probe_unicast(self, address: str, node_port: int) -> None:
+        self.send(d.encode(d.Probe(os.urandom(d.NONCE_SIZE)), self.secret),
+                  (address, node_port))
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        msg = self._decode(data, addr)
+        if isinstance(msg, d.Announce):
+            self.on_announce(msg, addr[0])

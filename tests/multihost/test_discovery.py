@@ -1,0 +1,96 @@
+"""Discovery across hosts of the namespace lab: broadcast, multicast, IPv6, late nodes,
+wildcards, other secrets.  The client runs in this process with its I/O thread on h1."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+
+import cloudpickle
+import pytest
+
+import dispylike
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+pytestmark = pytest.mark.multihost
+
+
+def where(n):
+    import socket
+    import time
+    time.sleep(0.05)
+    return socket.gethostname(), n
+
+
+def run_jobs(lab, count=24, **cluster_kw):
+    """Run ``count`` jobs from h1; return {hostname: jobs}."""
+    cluster_kw.setdefault('secret', 'lab')
+    with lab.netns('h1'):
+        cluster = dispylike.JobCluster(where, **cluster_kw)
+    with cluster:
+        jobs = [cluster.submit(i) for i in range(count)]
+        assert cluster.wait(timeout=60), [j.status for j in jobs]
+        assert sorted(j.result[1] for j in jobs) == list(range(count))
+        return collections.Counter(j.result[0] for j in jobs)
+
+
+def test_broadcast_discovery_finds_every_node(lab, start_node):
+    for host in ('h2', 'h3', 'h4'):
+        start_node(host, '-i', lab.ip(host))
+    spread = run_jobs(lab)
+    assert set(spread) == {'h2', 'h3', 'h4'}
+
+
+def test_ipv4_multicast_discovery(lab, start_node):
+    for host in ('h2', 'h3'):
+        start_node(host, '-i', lab.ip(host), '--ipv4_udp_multicast')
+    spread = run_jobs(lab, ipv4_udp_multicast=True, host=lab.ip('h1'))
+    assert set(spread) == {'h2', 'h3'}
+
+
+def test_ipv6_multicast_discovery(lab, start_node):
+    for host in ('h2', 'h3'):
+        start_node(host, '-i', lab.ip6(host))
+    spread = run_jobs(lab, host=lab.ip6('h1'))
+    assert set(spread) == {'h2', 'h3'}
+
+
+def test_node_started_after_the_client_joins(lab, start_node):
+    start_node('h2', '-i', lab.ip('h2'))
+    with lab.netns('h1'):
+        cluster = dispylike.JobCluster(where, secret='lab')
+    with cluster:
+        assert cluster.submit(0)()[0] == 'h2'
+        start_node('h3', '-i', lab.ip('h3'))       # announces itself at start-up
+        jobs = [cluster.submit(i) for i in range(40)]
+        assert cluster.wait(60)
+        assert {j.result[0] for j in jobs} == {'h2', 'h3'}
+
+
+def test_wildcards_and_unicast_hosts(lab, start_node):
+    for host in ('h2', 'h3', 'h4'):
+        start_node(host, '-i', lab.ip(host))
+    spread = run_jobs(lab, nodes=[f'{lab.subnet}.3', f'{lab.subnet}.4'])   # unicast only
+    assert set(spread) == {'h3', 'h4'}
+    spread = run_jobs(lab, nodes=[f'{lab.subnet}.2*', '10.99.*'])               # wildcards
+    assert set(spread) == {'h2'}
+    spread = run_jobs(lab, nodes=[f'{lab.subnet}.*'])
+    assert set(spread) == {'h2', 'h3', 'h4'}
+
+
+def test_jobs_are_spread_over_equal_nodes(lab, start_node):
+    for host in ('h2', 'h3', 'h4'):
+        start_node(host, '-i', lab.ip(host))
+    spread = run_jobs(lab, count=60)
+    assert all(12 <= spread[h] <= 28 for h in ('h2', 'h3', 'h4')), spread
+
+
+def test_node_with_another_secret_never_joins(lab, start_node, caplog):
+    start_node('h2', '-i', lab.ip('h2'))
+    other = start_node('h3', '-i', lab.ip('h3'), secret='other')
+    with caplog.at_level(logging.INFO, logger='dispylike'):
+        spread = run_jobs(lab, count=10)
+    assert set(spread) == {'h2'}
+    assert 'ignored datagram' in other.log()          # the probe was refused, not crashed on
+    assert other.proc.poll() is None
