@@ -32,14 +32,15 @@ log = logging.getLogger('dispylike')
 class JobCluster:
     """Run ``computation`` on dispynode daemons.  dispy's arguments and meaning.
 
-    Not available yet (raise NotImplementedError): ``nodes=None`` / ``'*'``
-    (UDP discovery: list the nodes, or use ``LocalNode()``), ``ping_interval``,
-    ``pulse_interval`` and an explicit ``recover_file`` (no recover file is
-    written yet), ``dispy_job_depends``, and the methods ``send_file``,
-    ``discover_nodes``, ``allocate_node``, ``deallocate_node``, ``close_node``,
-    ``resetup_node``, ``node_jobs`` and ``set_node_cpus``; jobs cannot call
-    ``dispy_provisional_result``/``dispy_send_file`` yet.  ``ipv4_udp_multicast``
-    is accepted for compatibility (discovery only).
+    Not available yet (raise NotImplementedError):
+    ``pulse_interval``, an explicit ``recover_file`` (no recover file is written
+    yet), ``dispy_job_depends`` and ``send_file``; jobs cannot call
+    ``dispy_provisional_result``/``dispy_send_file`` yet.
+
+    ``nodes=None`` (or ``'*'``, or entries with ``*`` wildcards) finds nodes by
+    UDP: IPv4 broadcast, IPv4 multicast with ``ipv4_udp_multicast=True``, IPv6
+    multicast when ``host`` is an IPv6 address; ``ping_interval`` probes again
+    periodically.  Listed host names and addresses are dialled directly.
 
     ``certfile``/``keyfile``: TLS (1.2 or newer) to every node, which must be
     started with the same certificate (``dispynode --certfile``); ``cafile``
@@ -179,33 +180,49 @@ class JobCluster:
                 self._callbacks.stop()
         return True
 
-    # --- node management and files: arrive with later issues ---------------------
-    def _later(self, what: str, issue: str) -> None:
-        raise NotImplementedError(f'{what} is not available yet ({issue})')
-
-    def send_file(self, path: str, node: Any) -> int:
-        self._later('send_file', 'node-side features')
-
+    # --- node management (dispy's) ----------------------------------------------
+    # ``node`` is a DispyNode, an IP address or a host name.  0 means done (or, for
+    # close/resetup, started), -1 an unknown node, as in dispy.
     def discover_nodes(self, nodes: Any) -> None:
-        self._later('discover_nodes', 'discovery and node management')
+        """Dial these nodes (host, (host, port), NodeAllocate, or '*' to probe again)."""
+        if isinstance(nodes, (str, tuple)) or not hasattr(nodes, '__iter__'):
+            nodes = [nodes]
+        self._io.run(self._engine.add_nodes([node_spec(n) for n in nodes]), timeout=30)
 
     def allocate_node(self, node: Any) -> int:
-        self._later('allocate_node', 'discovery and node management')
+        """Use ``node`` again after deallocate_node, or add a new one."""
+        return self._io.run(self._engine.allocate_node(node), timeout=30)
 
     def deallocate_node(self, node: Any) -> int:
-        self._later('deallocate_node', 'discovery and node management')
+        """Send no new jobs to ``node``; its jobs and set-up stay (allocate_node resumes)."""
+        return self._on_loop(self._engine.set_accepting, node, False)
 
     def close_node(self, node: Any, terminate: bool = False) -> int:
-        self._later('close_node', 'discovery and node management')
+        """Stop using ``node``: its running jobs finish (or are cancelled with
+        ``terminate``), then cleanup runs there and the node is free for others."""
+        return self._on_loop(self._engine.release_node, node, terminate, False)
 
     def resetup_node(self, node: Any) -> int:
-        self._later('resetup_node', 'discovery and node management')
+        """Close ``node`` for this computation (cleanup), then set it up again with a
+        fresh ``allocate()`` and ``setup``."""
+        return self._on_loop(self._engine.release_node, node, False, True)
 
-    def node_jobs(self, node: Any, from_node: bool = False) -> list:
-        self._later('node_jobs', 'discovery and node management')
+    def node_jobs(self, node: Any, from_node: bool = False) -> list[DispyJob]:
+        """Jobs running on ``node`` now."""
+        return self._on_loop(self._engine.node_jobs, node)
 
     def set_node_cpus(self, node: Any, cpus: int) -> int:
-        self._later('set_node_cpus', 'discovery and node management')
+        """Use ``cpus`` CPUs of ``node`` (negative: all but that many).  Returns the CPUs
+        now used, or -1."""
+        return self._on_loop(self._engine.set_node_cpus, node, cpus)
+
+    def send_file(self, path: str, node: Any) -> int:
+        raise NotImplementedError('send_file is not available yet (node-side features)')
+
+    def _on_loop(self, fn: Callable, *args: Any) -> Any:
+        async def call() -> Any:
+            return fn(*args)
+        return self._io.run(call(), timeout=30)
 
     def print_status(self, wall_time: float | None = None) -> None:
         """Print dispy's per-node table: CPUs, jobs, time per job, data sent/received."""

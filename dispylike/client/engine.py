@@ -35,7 +35,7 @@ from ..execution.computation import Package, classify_depends
 from ..job import DispyJob
 from ..discovery.addresses import is_loopback
 from ..discovery.beacon import ClientBeacon
-from ..nodes import DispyNode, LocalNode, NodeAllocate
+from ..nodes import DispyNode, DispyNodeAvailInfo, LocalNode, NodeAllocate, node_spec
 from ..protocol.discovery import Announce
 from ..protocol import messages as m
 from ..scheduling.state import Dispatch, Finalize, Requeued, Scheduler, SendCancel
@@ -73,6 +73,12 @@ class EngineConfig:
     tls_files: tuple[str, str, str] = ('', '', '')   # certfile, keyfile, cafile (local nodes)
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class NodeLink:
     key: str
@@ -83,6 +89,9 @@ class NodeLink:
     prefetching: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task | None = None
+    spec: NodeAllocate | None = None
+    releasing: bool = False          # close_node / resetup_node in progress
+    idle: asyncio.Event = field(default_factory=_set_event)   # no job of ours runs there
 
 
 class Engine:
@@ -105,6 +114,7 @@ class Engine:
         self._closing = False
         self.specs: list[NodeAllocate] = []
         self._known: set[str] = set()            # host:port joined or joining
+        self._closing_links: set[str] = set()    # released on purpose: not 'lost'
         self.beacon: ClientBeacon | None = None
         self._discovery: asyncio.Task | None = None
 
@@ -221,7 +231,8 @@ class Engine:
             raise ProtocolError(f'expected NodeInfo, got {type(info).__name__}')
         if info.busy_with:
             raise ComputationError(f'node {info.name} is in use by {info.busy_with}')
-        cpus = spec.allocate(self.cluster, info.ip_addr, info.name, info.cpus, None,
+        avail = DispyNodeAvailInfo(*info.avail)
+        cpus = spec.allocate(self.cluster, info.ip_addr, info.name, info.cpus, avail,
                              info.platform)
         if not isinstance(cpus, int) or cpus <= 0:
             log.info('node %s (%s) skipped: allocate() returned %r', info.name, key, cpus)
@@ -231,6 +242,7 @@ class Engine:
         conn.send(m.SetupComputation(cfg.comp_id, cfg.package.name, cfg.client_name,
                                      cfg.dest_path, cfg.package.code, cfg.remove_files))
         node = DispyNode(info.ip_addr, info.port, info.name, cpus, info.platform)
+        node.avail_cpus, node.avail_info = info.cpus, avail
         files = list(cfg.package.files) + classify_depends(spec.depends)[2]
         for path, relpath, mode in files:
             node.tx += await self._send_file(conn, path, relpath, mode)
@@ -245,7 +257,7 @@ class Engine:
             raise ProtocolError(f'unexpected {type(reply).__name__} during setup')
         if not reply.ok:
             raise ComputationError(f'on {info.name}: {reply.error}')
-        return NodeLink(key, conn, node)
+        return NodeLink(key, conn, node, spec=spec)
 
     async def _send_file(self, conn: Connection, path: str, relpath: str, mode: int) -> int:
         sent = 0
@@ -284,10 +296,11 @@ class Engine:
         if self.links.pop(link.key, None) is None:
             return
         self._known.discard(link.key)
-        if not self._closing:
+        if not self._closing and link.key not in self._closing_links:
             log.warning('lost node %s (%s): %s', link.node.name, link.key, reason)
         link.conn.abort()
         link.node.busy = 0
+        link.idle.set()
         self._on_status(NodeStatus.Closed, link.node, None)
         self._apply(self.sched.remove_node(link.key, f'node {link.node.name} lost'))
         if not self.links and self.jobs and not self._closing:
@@ -302,6 +315,74 @@ class Engine:
             if node is n or same or node in (n.ip_addr, n.name, link.key):
                 return link.key
         return None
+
+    # --- node management (dispy's cluster methods) -------------------------------
+    def node_jobs(self, node: Any) -> list[DispyJob]:
+        key = self.find_node(node)
+        if key is None:
+            return []
+        return [self.jobs[uid] for uid in self.sched.running_on(key) if uid in self.jobs]
+
+    def set_node_cpus(self, node: Any, cpus: int) -> int:
+        key = self.find_node(node)
+        if key is None:
+            return -1
+        link = self.links[key]
+        total = link.node.avail_cpus   # what the node serves
+        cpus = total + cpus if cpus < 0 else min(cpus, total)
+        if cpus < 0:
+            return -1
+        link.node.cpus = cpus
+        self._apply(self.sched.set_cpus(key, cpus))
+        return cpus
+
+    def set_accepting(self, node: Any, accepting: bool) -> int:
+        key = self.find_node(node)
+        if key is None or self.links[key].releasing:
+            return -1
+        self._apply(self.sched.set_accepting(key, accepting))
+        return 0
+
+    async def allocate_node(self, node: Any) -> int:
+        if self.find_node(node) is not None:
+            return self.set_accepting(node, True)
+        await self.add_nodes([node_spec(node)])
+        return 0
+
+    def release_node(self, node: Any, terminate: bool, rejoin: bool) -> int:
+        """close_node (rejoin=False) or resetup_node (rejoin=True), in the background."""
+        key = self.find_node(node)
+        if key is None or self.links[key].releasing:
+            return -1
+        link = self.links[key]
+        link.releasing = True
+        self._apply(self.sched.set_accepting(key, False))
+        task = asyncio.get_running_loop().create_task(self._release(link, terminate, rejoin))
+        self._joins.add(task)
+        task.add_done_callback(self._joins.discard)
+        return 0
+
+    async def _release(self, link: NodeLink, terminate: bool, rejoin: bool) -> None:
+        if terminate:
+            for uid in self.sched.running_on(link.key):
+                self._apply(self.sched.cancel(uid))
+        await link.idle.wait()
+        if link.key not in self.links:
+            return
+        link.conn.send(m.CloseComputation(self.cfg.comp_id, terminate))
+        try:
+            await asyncio.wait_for(link.closed.wait(), self.cfg.msg_timeout * 3)
+        except asyncio.TimeoutError:
+            log.warning('node %s did not confirm the close', link.node.name)
+        self._closing_links.add(link.key)
+        await link.conn.close()
+        if link.reader is not None:
+            await asyncio.wait([link.reader], timeout=5)
+        self._closing_links.discard(link.key)
+        log.info('node %s (%s) released', link.node.name, link.key)
+        if rejoin and not self._closing:
+            host, port = link.key.rsplit(':', 1)
+            self._start_join(link.spec, host, int(port))
 
     # --- jobs -------------------------------------------------------------------
     def submit(self, job: DispyJob, node: Any = None) -> None:
@@ -341,6 +422,7 @@ class Engine:
         link.outbox.append((action.uid, action.attempt, job._payload))
         node = link.node
         node.busy += 1
+        link.idle.clear()
         node.tx += len(job._payload)
         job.status, job.ip_addr, job.start_time, job._node = (JobStatus.Running, node.ip_addr,
                                                               time.time(), node)
@@ -373,6 +455,8 @@ class Engine:
                 continue
             node = link.node
             node.busy -= 1
+            if node.busy == 0:
+                link.idle.set()
             node.jobs_done += 1
             node.rx += len(payload)
             if end > start:

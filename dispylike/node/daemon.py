@@ -28,6 +28,8 @@ from functools import partial
 from typing import Any
 from collections.abc import Callable
 
+import psutil
+
 from .. import config
 from ..errors import ComputationError, ConnectionClosed, ProtocolError
 from ..discovery.addresses import primary_address
@@ -275,7 +277,8 @@ class NodeDaemon:
     def _on_info(self, session: ClientSession, msg: m.NodeInfoRequest) -> None:
         owner = self.owner.client if self.owner and self.owner is not session else ''
         session.conn.send(m.NodeInfo(self.name, self.ip_addr, self.port, self.cpus, self.free,
-                                     platform.platform(), self.incarnation, __version__, owner))
+                                     platform.platform(), self.incarnation, __version__, owner,
+                                     availability(self.prefix)))
 
     def _on_setup(self, session: ClientSession, msg: m.SetupComputation) -> None:
         if msg.comp_id in session.comps:
@@ -429,6 +432,12 @@ class NodeDaemon:
         if self.owner is session and not session.comps:
             self.owner = None
         log.info('computation "%s" from %s closed', comp.name, session.client)
+
+
+def availability(path: str) -> tuple[float, int, int, float]:
+    """(CPU use %, available memory, free disk under ``path``, swap use %) from psutil."""
+    return (float(psutil.cpu_percent(None)), int(psutil.virtual_memory().available),
+            int(psutil.disk_usage(path).free), float(psutil.swap_memory().percent))
 
 
 def _safe_name(name: str) -> str:

@@ -123,6 +123,10 @@ class NodeInfo(_Base):
     incarnation: int
     version: str
     busy_with: str          # '' when free, else who holds the node
+    avail: tuple            # (cpu %, free memory bytes, free disk bytes, swap %)
+
+    def check(self) -> None:
+        _check_items('NodeInfo', (self.avail,), (float, int, int, float))
 
 
 @message(18)

@@ -18,7 +18,7 @@ def roundtrip(msg):
 def test_round_trip_every_kind():
     samples = [
         m.NodeInfoRequest(),
-        m.NodeInfo('n', '127.0.0.1', 9701, 2, 2, 'Linux', 123, '0.1', ''),
+        m.NodeInfo('n', '127.0.0.1', 9701, 2, 2, 'Linux', 123, '0.1', '', (1.5, 2, 3, 0.0)),
         m.FileChunk('c', 'a/b.txt', 0, b'data', True, 0o644),
         m.SetupComputation('c', 'compute', 'me', '', b'code', True),
         m.StartComputation('c', b''),
