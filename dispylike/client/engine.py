@@ -196,7 +196,9 @@ class Engine:
                                                       tls_files=self.cfg.tls_files)
                 self._locals.append(local)
                 host, port = local.host, local.port
-            local = (self.cfg.local_addr, 0) if self.cfg.local_addr else None
+            local = None
+            if self.cfg.local_addr and (':' in self.cfg.local_addr) == (':' in host):
+                local = (self.cfg.local_addr, 0)
             conn = await connect(host, port, self.cfg.secret, timeout=self.cfg.msg_timeout,
                                  local_addr=local, ssl_context=self.cfg.ssl_context)
         except DispyError as exc:

@@ -72,17 +72,18 @@ class _Beacon(asyncio.DatagramProtocol):
         self.transports.clear()
 
 
-def _udp_socket(family: int, port: int, reuse_port: bool = False) -> socket.socket:
+def _udp_socket(family: int, port: int, reuse_port: bool = False,
+                bind_to: str = '') -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port and hasattr(socket, 'SO_REUSEPORT'):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.bind(('', port))
+        sock.bind((bind_to, port))
     else:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(('::', port))
+        sock.bind((bind_to or '::', port))
     sock.setblocking(False)
     return sock
 
@@ -127,9 +128,13 @@ class NodeBeacon(_Beacon):
 
     async def start(self, port: int, addresses: list[str]) -> None:
         self.ifaces = _selected(addresses)
+        loopback_only = bool(addresses) and all(is_loopback(a) for a in addresses)
         for family in {socket.AF_INET6 if ':' in i.address else socket.AF_INET
                        for i in self.ifaces} or {socket.AF_INET}:
-            sock = _udp_socket(family, port, reuse_port=True)
+            # a node serving only loopback must not answer probes from the network
+            bind_to = next((a for a in addresses if (':' in a) == (family == socket.AF_INET6)),
+                           '') if loopback_only else ''
+            sock = _udp_socket(family, port, reuse_port=True, bind_to=bind_to)
             _join_groups(sock, self.ifaces)
             await _open(self, sock)
 
@@ -144,10 +149,21 @@ class NodeBeacon(_Beacon):
         if self._replies <= MAX_REPLIES_PER_SECOND:
             self.send(d.encode(self.announcement(msg.nonce), self.secret), addr[:2])
 
-    def announce(self, client_port: int, multicast_v4: bool) -> list[str]:
-        """Tell clients already waiting that this node is up.  Returns the targets."""
+    def announce(self, client_port: int, multicast_v4: bool,
+                 unicast: list[str] = ()) -> list[str]:
+        """Tell clients already waiting that this node is up (by broadcast or multicast,
+        and to each ``unicast`` host).  Returns the targets."""
         data = d.encode(self.announcement(os.urandom(d.NONCE_SIZE)), self.secret)
-        return _spray(self, data, self.ifaces, client_port, multicast_v4)
+        targets = _spray(self, data, self.ifaces, client_port, multicast_v4)
+        for host in unicast:
+            try:
+                address = socket.getaddrinfo(host, client_port, type=socket.SOCK_DGRAM)[0][4]
+            except OSError as exc:
+                log.warning('cannot announce to %s: %s', host, exc)
+                continue
+            self.send(data, address[:2])
+            targets.append(f'{address[0]}:{client_port}')
+        return targets
 
 
 def _spray(beacon: _Beacon, data: bytes, ifaces: list[Interface], port: int,

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--cafile', default='',
                    help='CA certificates that client certificates must chain to '
                         '(default: the --certfile itself, for a shared self-signed one)')
+    p.add_argument('--scheduler_host', action='append', default=[],
+                   help='also announce this node, by unicast, to this host at start '
+                        '(repeatable; a client or scheduler on another subnet)')
     p.add_argument('--ipv4_udp_multicast', action='store_true',
                    help='announce with IPv4 multicast instead of broadcast')
     p.add_argument('--clean', action='store_true',
@@ -64,7 +67,8 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
                        dest_path_prefix=args.dest_path_prefix, secret=secret, clean=args.clean,
                        max_file_size=args.max_file_size, msg_timeout=args.msg_timeout,
                        certfile=args.certfile, keyfile=args.keyfile, cafile=args.cafile,
-                       ipv4_udp_multicast=args.ipv4_udp_multicast)
+                       ipv4_udp_multicast=args.ipv4_udp_multicast,
+                       scheduler_hosts=args.scheduler_host)
 
 
 async def run_node(opts: NodeOptions, ready_fd: int = -1) -> None:

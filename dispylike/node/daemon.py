@@ -73,6 +73,7 @@ class NodeOptions:
     cafile: str = ''
     ipv4_udp_multicast: bool = False
     discovery: bool = True            # answer UDP probes and announce at start-up
+    scheduler_hosts: list[str] = field(default_factory=list)   # also announced to, unicast
 
 
 def resolve_cpus(requested: int, available: int) -> int:
@@ -201,6 +202,9 @@ class NodeDaemon:
             self.port = await self._server.listen(host or None, port)
             port = self.port  # every address on the same port
         self.ip_addr = self.opts.ext_host or (hosts[0] if hosts[0] else primary_address())
+        if not self.opts.ext_host and not hosts[0]:
+            log.info('advertising %s (the first non-loopback address; the host name may '
+                     'resolve to a loopback address)', self.ip_addr)
         if self.opts.discovery:
             await self._start_beacon([h for h in hosts if h])
         log.info('dispylike node %s (protocol %d) "%s" serving %d CPU%s at %s:%d '
@@ -217,7 +221,7 @@ class NodeDaemon:
             log.warning('discovery disabled: cannot listen on UDP port %d: %s', self.port, exc)
             return
         targets = self.beacon.announce(config.port_of('ClientPort', self.opts.dispy_port),
-                                       self.opts.ipv4_udp_multicast)
+                                       self.opts.ipv4_udp_multicast, self.opts.scheduler_hosts)
         log.info('answering discovery on UDP port %d; announced to %s', self.port,
                  ', '.join(targets) or 'nobody (no broadcast or multicast interface)')
 

@@ -62,7 +62,8 @@ def test_node_started_after_the_client_joins(lab, start_node):
         cluster = dispylike.JobCluster(where, secret='lab')
     with cluster:
         assert cluster.submit(0)()[0] == 'h2'
-        start_node('h3', '-i', lab.ip('h3'))       # announces itself at start-up
+        late = start_node('h3', '-i', lab.ip('h3'), '--scheduler_host', lab.ip('h1'))
+        assert f"{lab.ip('h1')}:9700" in late.log()  # announced by broadcast and unicast
         jobs = [cluster.submit(i) for i in range(40)]
         assert cluster.wait(60)
         assert {j.result[0] for j in jobs} == {'h2', 'h3'}
@@ -94,3 +95,12 @@ def test_node_with_another_secret_never_joins(lab, start_node, caplog):
     assert set(spread) == {'h2'}
     assert 'ignored datagram' in other.log()          # the probe was refused, not crashed on
     assert other.proc.poll() is None
+
+
+def test_a_loopback_node_is_neither_advertised_nor_answering(lab, start_node, caplog):
+    start_node('h2', '-i', lab.ip('h2'))
+    start_node('h3', '-i', '127.0.0.1')
+    with caplog.at_level(logging.DEBUG, logger='dispylike'):
+        spread = run_jobs(lab, count=10)
+    assert set(spread) == {'h2'}
+    assert not [r for r in caplog.records if lab.ip('h3') in r.getMessage()]  # never answered
