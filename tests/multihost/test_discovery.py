@@ -4,6 +4,7 @@ wildcards, other secrets.  The client runs in this process with its I/O thread o
 from __future__ import annotations
 
 import collections
+import time
 import logging
 import sys
 
@@ -104,3 +105,41 @@ def test_a_loopback_node_is_neither_advertised_nor_answering(lab, start_node, ca
         spread = run_jobs(lab, count=10)
     assert set(spread) == {'h2'}
     assert not [r for r in caplog.records if lab.ip('h3') in r.getMessage()]  # never answered
+
+
+def test_ping_interval_finds_a_node_whose_link_was_down(lab, start_node):
+    start_node('h2', '-i', lab.ip('h2'))
+    lab.partition('h3')
+    start_node('h3', '-i', lab.ip('h3'))            # its start-up announcement is lost
+    with lab.netns('h1'):
+        cluster = dispylike.JobCluster(where, secret='lab', ping_interval=1)
+    with cluster:
+        assert cluster.submit(0)()[0] == 'h2'
+        lab.heal('h3')
+        deadline = time.time() + 20
+        while len(cluster.status()) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert {n.ip_addr for n in cluster.status()} == {lab.ip('h2'), lab.ip('h3')}
+
+
+def test_two_nodes_on_one_host(lab, start_node):
+    with lab.netns('h1'):
+        cluster = dispylike.JobCluster(where, secret='lab')
+    with cluster:
+        start_node('h2', '-i', lab.ip('h2'), '-n', 'first')
+        start_node('h2', '-i', lab.ip('h2'), '-n', 'second', '--node_port', '9711')
+        deadline = time.time() + 20
+        while len(cluster.status()) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert sorted((n.name, n.port) for n in cluster.status()) == [('first', 9701),
+                                                                      ('second', 9711)]
+
+
+def test_no_node_found_is_said_clearly(lab, caplog):
+    with lab.netns('h1'):
+        cluster = dispylike.JobCluster(where, secret='lab')
+    job = cluster.submit(1)
+    assert job.wait(7) is False
+    cluster.close(timeout=0, terminate=True)
+    text = ' '.join(r.getMessage() for r in caplog.records)
+    assert 'no node found' in text and f'{lab.subnet}.255:9701 (eth0)' in text
