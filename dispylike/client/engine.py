@@ -40,6 +40,7 @@ from ..protocol.discovery import Announce
 from ..protocol import messages as m
 from ..scheduling.state import Dispatch, Finalize, Requeued, Scheduler, SendCancel
 from ..status import JobStatus, NodeStatus
+from ..transport.loop import set_event
 from ..transport.connection import Connection, connect
 from .local import LocalNodeProcess
 
@@ -73,12 +74,6 @@ class EngineConfig:
     tls_files: tuple[str, str, str] = ('', '', '')   # certfile, keyfile, cafile (local nodes)
 
 
-def _set_event() -> asyncio.Event:
-    event = asyncio.Event()
-    event.set()
-    return event
-
-
 @dataclass
 class NodeLink:
     key: str
@@ -91,7 +86,7 @@ class NodeLink:
     reader: asyncio.Task | None = None
     spec: NodeAllocate | None = None
     releasing: bool = False          # close_node / resetup_node in progress
-    idle: asyncio.Event = field(default_factory=_set_event)   # no job of ours runs there
+    idle: asyncio.Event = field(default_factory=set_event)   # no job of ours runs there
 
 
 class Engine:

@@ -41,6 +41,7 @@ from ..protocol import messages as m
 from ..protocol.frames import DEFAULT_MESSAGE_CAP, PROTOCOL_VERSION
 from ..security.tls import maybe_server_context
 from ..status import JobStatus
+from ..transport.loop import set_event
 from ..transport.connection import Connection, Server
 from ..version import __version__
 
@@ -89,12 +90,6 @@ def resolve_cpus(requested: int, available: int) -> int:
     return requested
 
 
-def _set_event() -> asyncio.Event:
-    event = asyncio.Event()
-    event.set()
-    return event
-
-
 @dataclass
 class NodeComputation:
     comp_id: str
@@ -106,7 +101,7 @@ class NodeComputation:
     sinks: dict[str, FileSink] = field(default_factory=dict)
     running: dict[int, int] = field(default_factory=dict)   # uid -> attempt
     queued: set[int] = field(default_factory=set)           # uids waiting in the node queue
-    idle: asyncio.Event = field(default_factory=_set_event)  # set when nothing runs
+    idle: asyncio.Event = field(default_factory=set_event)  # set when nothing runs
     starting: bool = False
 
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 import asyncio
 
 
+def set_event() -> asyncio.Event:
+    """An asyncio.Event that starts set (a dataclass field default for 'idle' flags)."""
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
