@@ -32,10 +32,14 @@ log = logging.getLogger('dispylike')
 class JobCluster:
     """Run ``computation`` on dispynode daemons.  dispy's arguments and meaning.
 
-    Not available yet (raise NotImplementedError):
-    ``pulse_interval``, an explicit ``recover_file`` (no recover file is written
-    yet), ``dispy_job_depends`` and ``send_file``; jobs cannot call
-    ``dispy_provisional_result``/``dispy_send_file`` yet.
+    Not available yet (raise NotImplementedError): an explicit ``recover_file``
+    (no recover file is written yet), ``dispy_job_depends`` and ``send_file``;
+    jobs cannot call ``dispy_provisional_result``/``dispy_send_file`` yet.
+
+    ``pulse_interval`` (1-600 s): nodes and client pulse each other; a node silent
+    for 5 intervals is a zombie: its jobs are rescheduled (``reentrant=True``) or
+    abandoned, and the client keeps dialling it until it is back.  A node whose
+    client is silent that long ends the client's session and frees itself.
 
     ``nodes=None`` (or ``'*'``, or entries with ``*`` wildcards) finds nodes by
     UDP: IPv4 broadcast, IPv4 multicast with ``ipv4_udp_multicast=True``, IPv6
@@ -73,7 +77,9 @@ class JobCluster:
         setup_logging(loglevel)
         if nodes is None:
             nodes = ['*']
-        for name, value in (('pulse_interval', pulse_interval), ('recover_file', recover_file)):
+        if pulse_interval is not None and not 1 <= pulse_interval <= 600:
+            raise ValueError('pulse_interval must be between 1 and 600 seconds')
+        for name, value in (('recover_file', recover_file),):
             if value is not None:
                 raise NotImplementedError(f'{name} is not available yet')
         if isinstance(nodes, (str, tuple)) or not hasattr(nodes, '__iter__'):
@@ -99,6 +105,7 @@ class JobCluster:
                            client_addresses=addresses,
                            ipv4_multicast=bool(ipv4_udp_multicast),
                            ping_interval=ping_interval,
+                           pulse_interval=float(pulse_interval or 0.0),
                            ssl_context=maybe_client_context(certfile, keyfile, cafile),
                            tls_files=tuple(os.path.abspath(f) if f else ''
                                            for f in (certfile, keyfile, cafile)),

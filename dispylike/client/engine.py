@@ -49,6 +49,8 @@ log = logging.getLogger('dispylike')
 FILE_CHUNK = 1 << 20
 #: Seconds after which a cluster that found no node says so (what it probed, where).
 SETTLE_TIME = 5.0
+#: A node silent for this many pulse intervals is a zombie (dispy's rule).
+ZOMBIE_PULSES = 5
 #: Jobs shorter than this (seconds, moving average per node) are prefetched: the node
 #: holds one queued job per CPU, so a CPU never waits for a round trip to the client.
 #: Longer jobs are not, so work stays free to go to nodes that become idle.
@@ -70,6 +72,7 @@ class EngineConfig:
     client_addresses: list[str] = field(default_factory=list)  # for discovery
     ipv4_multicast: bool = False
     ping_interval: float | None = None
+    pulse_interval: float = 0.0        # 0 = no pulses (a lost TCP link still counts)
     ssl_context: ssl.SSLContext | None = None
     tls_files: tuple[str, str, str] = ('', '', '')   # certfile, keyfile, cafile (local nodes)
 
@@ -86,6 +89,7 @@ class NodeLink:
     reader: asyncio.Task | None = None
     spec: NodeAllocate | None = None
     releasing: bool = False          # close_node / resetup_node in progress
+    last_rx: float = 0.0             # monotonic time anything last came from the node
     idle: asyncio.Event = field(default_factory=set_event)   # no job of ours runs there
 
 
@@ -110,6 +114,7 @@ class Engine:
         self.specs: list[NodeAllocate] = []
         self._known: set[str] = set()            # host:port joined or joining
         self._closing_links: set[str] = set()    # released on purpose: not 'lost'
+        self._tasks: set[asyncio.Task] = set()   # pulses and rejoin attempts
         self.beacon: ClientBeacon | None = None
         self._discovery: asyncio.Task | None = None
 
@@ -171,7 +176,8 @@ class Engine:
                 return
         log.debug('node %s at %s:%d does not match nodes=', ann.name, address, ann.port)
 
-    async def _join(self, spec: NodeAllocate, host: str | None, port: int | None) -> None:
+    async def _join(self, spec: NodeAllocate, host: str | None, port: int | None,
+                    quiet: bool = False) -> None:
         host = host or spec.ip_addr
         port = port or spec.port or config.port_of('NodePort', self.cfg.dispy_port)
         key = f'{host}:{port}'
@@ -179,12 +185,14 @@ class Engine:
             return
         self._known.add(key)
         try:
-            await self._connect_and_setup(spec, host, port)
+            await self._connect_and_setup(spec, host, port, quiet)
         finally:
             if key not in self.links:
                 self._known.discard(key)
 
-    async def _connect_and_setup(self, spec: NodeAllocate, host: str, port: int) -> None:
+    async def _connect_and_setup(self, spec: NodeAllocate, host: str, port: int,
+                                 quiet: bool = False) -> None:
+        warn = log.debug if quiet else log.warning
         try:
             if isinstance(spec, LocalNode):
                 local = await LocalNodeProcess.launch(spec.node_cpus, self.cfg.secret, spec.debug,
@@ -197,12 +205,12 @@ class Engine:
             conn = await connect(host, port, self.cfg.secret, timeout=self.cfg.msg_timeout,
                                  local_addr=local, ssl_context=self.cfg.ssl_context)
         except DispyError as exc:
-            log.warning('node %s:%s is not used: %s', host, port, exc)
+            warn('node %s:%s is not used: %s', host, port, exc)
             return
         try:
             link = await self._setup(conn, spec, f'{host}:{port}')
         except (DispyError, OSError, asyncio.TimeoutError) as exc:
-            log.warning('node %s:%s is not used: %s', host, port, exc)
+            warn('node %s:%s is not used: %s', host, port, exc)
             conn.abort()
             return
         except asyncio.CancelledError:
@@ -215,7 +223,10 @@ class Engine:
         # properly (CloseComputation), so the next client finds it free at once
         self.links[link.key] = link
         self.nodes.append(link.node)
+        link.last_rx = time.monotonic()
         link.reader = asyncio.get_running_loop().create_task(self._read(link))
+        if self.cfg.pulse_interval:
+            self._tasks.add(asyncio.get_running_loop().create_task(self._pulse(link)))
         self._on_status(NodeStatus.Initialized, link.node, None)
         log.info('node %s (%s) joined with %d CPU(s)', link.node.name, link.key, link.node.cpus)
         self._apply(self.sched.add_node(link.key, link.node.cpus))
@@ -237,7 +248,8 @@ class Engine:
         cpus = min(cpus, info.cpus)
         cfg = self.cfg
         conn.send(m.SetupComputation(cfg.comp_id, cfg.package.name, cfg.client_name,
-                                     cfg.dest_path, cfg.package.code, cfg.remove_files))
+                                     cfg.dest_path, cfg.package.code, cfg.remove_files,
+                                     float(cfg.pulse_interval or 0.0)))
         node = DispyNode(info.ip_addr, info.port, info.name, cpus, info.platform)
         node.avail_cpus, node.avail_info = info.cpus, avail
         files = list(cfg.package.files) + classify_depends(spec.depends)[2]
@@ -275,8 +287,13 @@ class Engine:
         try:
             while True:
                 msg = await link.conn.recv()
+                link.last_rx = time.monotonic()
                 if isinstance(msg, m.JobReplies):
                     self._on_replies(link, msg.replies)
+                elif isinstance(msg, m.Pulse):
+                    link.node.avail_info = DispyNodeAvailInfo(*msg.avail)
+                    link.node.update_time = time.time()
+                    self._on_status(NodeStatus.AvailInfo, link.node, None)
                 elif isinstance(msg, m.ComputationClosed):
                     link.closed.set()
                 elif isinstance(msg, m.Refused):
@@ -289,10 +306,44 @@ class Engine:
             link.closed.set()
             self._node_lost(link, reason)
 
+    async def _pulse(self, link: NodeLink) -> None:
+        """Heartbeat the node; a node silent for 5 pulse intervals is a zombie: drop it
+        (its jobs are rescheduled or abandoned) and keep trying to get it back."""
+        interval = self.cfg.pulse_interval
+        try:
+            while link.key in self.links and self.links[link.key] is link:
+                await asyncio.sleep(interval)
+                silent = time.monotonic() - link.last_rx
+                if silent > ZOMBIE_PULSES * interval:
+                    log.warning('node %s (%s) silent for %.1f s: zombie', link.node.name,
+                                link.key, silent)
+                    link.conn.abort()
+                    return
+                link.conn.send(m.Heartbeat())
+        except DispyError:
+            return
+        finally:
+            self._tasks.discard(asyncio.current_task())
+
+    async def _rejoin(self, spec: NodeAllocate, key: str) -> None:
+        """Dial a lost node again until it is back (or the cluster closes)."""
+        host, port = key.rsplit(':', 1)
+        try:
+            while not self._closing and key not in self.links:
+                await asyncio.sleep(max(1.0, self.cfg.pulse_interval or 2.0))
+                if key not in self._known:
+                    await self._join(spec, host, int(port), quiet=True)
+        finally:
+            self._tasks.discard(asyncio.current_task())
+
     def _node_lost(self, link: NodeLink, reason: str) -> None:
         if self.links.pop(link.key, None) is None:
             return
         self._known.discard(link.key)
+        if (not self._closing and link.key not in self._closing_links and link.spec is not None
+                and not isinstance(link.spec, LocalNode)):
+            self._tasks.add(asyncio.get_running_loop().create_task(
+                self._rejoin(link.spec, link.key)))
         if not self._closing and link.key not in self._closing_links:
             log.warning('lost node %s (%s): %s', link.node.name, link.key, reason)
         link.conn.abort()
@@ -490,6 +541,8 @@ class Engine:
         self._closing = True
         if self._discovery is not None:
             self._discovery.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         if self.beacon is not None:
             self.beacon.close()
         joins = list(self._joins)

@@ -22,6 +22,7 @@ import random
 import shutil
 import socket
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
@@ -49,6 +50,9 @@ log = logging.getLogger('dispylike.node')
 
 DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
 MAX_UNACKED = 100_000
+#: A peer silent for this many pulse intervals is taken for dead (dispy's rule).
+ZOMBIE_PULSES = 5
+MIN_PULSE = 0.2
 REPLY_BATCH_BYTES = 16 * 1024 * 1024
 #: A job result larger than this is refused (Terminated, with the reason): it must fit
 #: one message to the client (``frames.DEFAULT_MESSAGE_CAP``) with room to spare.
@@ -127,6 +131,8 @@ class ClientSession:
         # a reconnect (issue 5) will build on.  Bounded, as the peer sets its size.
         self.unacked: dict[tuple[int, int], None] = {}
         self.tasks: set[asyncio.Task] = set()    # long handlers (setup, close)
+        self.last_rx = time.monotonic()
+        self.pulse_task: asyncio.Task | None = None
         self._outbox: list[tuple] = []
         self._outbox_bytes = 0
 
@@ -182,6 +188,7 @@ class NodeDaemon:
             m.AckReplies: self._on_ack,
             m.CancelJob: self._on_cancel,
             m.CloseComputation: self._on_close,
+            m.Heartbeat: lambda session, msg: None,   # receiving it is the point
         }
 
     # --- lifecycle --------------------------------------------------------------
@@ -242,6 +249,7 @@ class NodeDaemon:
         try:
             while True:
                 msg = await conn.recv()
+                session.last_rx = time.monotonic()
                 handler = self._handlers.get(type(msg))
                 if handler is None:
                     raise ProtocolError(f'unexpected message {type(msg).__name__}')
@@ -295,9 +303,29 @@ class NodeDaemon:
         os.makedirs(dest, mode=0o700, exist_ok=True)
         self.owner = session
         session.client = msg.client or session.client
+        if msg.pulse_interval > 0 and session.pulse_task is None:
+            session.pulse_task = asyncio.get_running_loop().create_task(
+                self._pulse(session, max(MIN_PULSE, msg.pulse_interval)))
+            session.tasks.add(session.pulse_task)
         session.comps[msg.comp_id] = NodeComputation(msg.comp_id, msg.name, dest, msg.cleanup,
                                                      msg.code)
         log.info('computation "%s" from %s set up in %s', msg.name, session.client, dest)
+
+    async def _pulse(self, session: ClientSession, interval: float) -> None:
+        """Pulse the client; a client silent for 5 intervals is gone: end its session
+        (its jobs are terminated and its files cleaned) so the node serves others."""
+        while not session.conn.closed:
+            await asyncio.sleep(interval)
+            silent = time.monotonic() - session.last_rx
+            if silent > ZOMBIE_PULSES * interval:
+                log.warning('client %s silent for %.1f s: ending its session', session.client,
+                            silent)
+                session.conn.abort()
+                return
+            try:
+                session.conn.send(m.Pulse(availability(self.prefix)))
+            except ConnectionClosed:
+                return
 
     def _comp(self, session: ClientSession, comp_id: str) -> NodeComputation:
         comp = session.comps.get(comp_id)

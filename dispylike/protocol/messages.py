@@ -149,6 +149,7 @@ class SetupComputation(_Base):
     dest_path: str          # '' = the node picks one directory per computation
     code: bytes             # opaque: unpickled only in the computation's own process
     cleanup: bool           # remove files at close
+    pulse_interval: float   # seconds between pulses both ways; 0 = no pulses
 
 
 @message(20)
@@ -216,3 +217,17 @@ class StartComputation(_Base):
     """All files are sent: start the computation's process and run setup(*setup_args)."""
     comp_id: str
     setup_args: bytes       # opaque: unpickled only in the computation's own process
+
+
+@message(29)
+class Pulse(_Base):
+    """Node -> client, every pulse_interval: alive, with (cpu %, memory, disk, swap %)."""
+    avail: tuple
+
+    def check(self) -> None:
+        _check_items('Pulse', (self.avail,), (float, int, int, float))
+
+
+@message(30)
+class Heartbeat(_Base):
+    """Client -> node, every pulse_interval: the client is alive."""

@@ -60,5 +60,7 @@ def test_public_api_exports():
 
 
 def test_unavailable_features_say_so():
-    with pytest.raises(NotImplementedError, match='pulse_interval'):
-        dispy.JobCluster(lambda: 0, nodes=['127.0.0.1'], pulse_interval=2)
+    with pytest.raises(NotImplementedError, match='recover_file'):
+        dispy.JobCluster(lambda: 0, nodes=['127.0.0.1'], recover_file='x')
+    with pytest.raises(ValueError, match='pulse_interval'):
+        dispy.JobCluster(lambda: 0, nodes=['127.0.0.1'], pulse_interval=0.5)
