@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 from ..errors import DispyError
-from ..execution.processes import read_ready_line
+from ..execution.processes import child_env, read_ready_line
 
 log = logging.getLogger('dispylike')
 
@@ -29,7 +29,7 @@ class LocalNodeProcess:
     async def launch(cls, cpus: int, secret: str, debug: bool = False, timeout: float = 60.0,
                      tls_files: tuple[str, str, str] = ('', '', '')) -> LocalNodeProcess:
         prefix = tempfile.mkdtemp(prefix='dispylike-local-')
-        env = dict(os.environ, DISPYLIKE_SECRET=secret)
+        env = child_env({'DISPYLIKE_SECRET': secret})
         ready_r, ready_w = os.pipe()
         cmd = [sys.executable, '-m', 'dispylike.node', '-i', '127.0.0.1', '--node_port', '0',
                '-c', str(cpus), '--dest_path_prefix', prefix, '--daemon',

@@ -22,7 +22,7 @@ from ..errors import ComputationError, ProtocolError
 from ..protocol.frames import FrameDecoder
 from ..status import JobStatus
 from . import channel
-from .processes import describe_wait_status
+from .processes import PACKAGE_ROOT, describe_wait_status
 
 log = logging.getLogger('dispylike.node')
 _FINAL_FROM_JOB = (JobStatus.Finished, JobStatus.Terminated)
@@ -65,8 +65,7 @@ def zygote_command(fd: int) -> list[str]:
 
 
 def zygote_env() -> dict[str, str]:
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    paths = [package_root] + [p for p in sys.path if p and os.path.isdir(p)]
+    paths = [PACKAGE_ROOT] + [p for p in sys.path if p and os.path.isdir(p)]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
 
 

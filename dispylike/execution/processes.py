@@ -29,6 +29,19 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
         pass
 
 
+#: The directory holding the dispylike package this process runs.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a dispylike process we start (node, computation process): it
+    imports this very package, whatever else is installed."""
+    env = dict(os.environ, **(extra or {}))
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in [PACKAGE_ROOT, env.get('PYTHONPATH', '')] if p)
+    return env
+
+
 def read_ready_line(fd: int, timeout: float) -> tuple[str, int]:
     """Wait for a node's ready line on ``fd`` (then closed); returns (address, port).
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from ..execution.processes import read_ready_line
+from ..execution.processes import child_env, read_ready_line
 
 
 class NodeProcess:
@@ -26,7 +26,7 @@ class NodeProcess:
         cmd = [sys.executable, '-m', 'dispylike.node', '-i', host, '--node_port', '0',
                '-c', str(cpus), '--dest_path_prefix', self.prefix, '--daemon',
                '--ready_fd', str(ready_w), *(extra or [])]
-        env = dict(os.environ, DISPYLIKE_SECRET=secret)
+        env = child_env({'DISPYLIKE_SECRET': secret})
         self._log = tempfile.NamedTemporaryFile(prefix='dispynode-', suffix='.log', delete=False)
         try:
             self.proc = subprocess.Popen(cmd, env=env, stderr=self._log, pass_fds=(ready_w,),

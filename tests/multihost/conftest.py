@@ -56,13 +56,14 @@ class LabNode:
 
     def __init__(self, lab: Lab, host: str, extra: list[str] = (), secret: str = 'lab',
                  cpus: int = 2) -> None:
-        from dispylike.execution.processes import read_ready_line
+        from dispylike.execution.processes import child_env, read_ready_line
         self.host = host
         self.prefix = tempfile.mkdtemp(prefix=f'dispylike-{host}-')
         ready_r, ready_w = os.pipe()
         argv = [sys.executable, '-m', 'dispylike.node', '-c', str(cpus), '--daemon',
                 '--dest_path_prefix', self.prefix, '--ready_fd', str(ready_w), *extra]
-        env = dict(lab.env, DISPYLIKE_SECRET=secret)
+        env = dict(lab.env, DISPYLIKE_SECRET=secret,
+                   PYTHONPATH=child_env()['PYTHONPATH'])
         self.log_file = tempfile.NamedTemporaryFile(prefix=f'dispynode-{host}-', suffix='.log')
         try:
             self.proc = lab.popen(host, argv, env=env, pass_fds=(ready_w,),
