@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger('dispylike')
 _STOP = object()

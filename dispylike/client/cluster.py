@@ -9,8 +9,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import cloudpickle
 

@@ -19,29 +19,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import os
 import pickle
+import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable
 
 import cloudpickle
 
 from .. import config
+from ..discovery.addresses import is_loopback
+from ..discovery.beacon import ClientBeacon
 from ..errors import ComputationError, DispyError, ProtocolError
 from ..execution.computation import Package, classify_depends
 from ..job import DispyJob
-from ..discovery.addresses import is_loopback
-from ..discovery.beacon import ClientBeacon
 from ..nodes import DispyNode, DispyNodeAvailInfo, LocalNode, NodeAllocate, node_spec
-from ..protocol.discovery import Announce
 from ..protocol import messages as m
+from ..protocol.discovery import Announce
 from ..scheduling.state import Dispatch, Finalize, Requeued, Scheduler, SendCancel
 from ..status import JobStatus, NodeStatus
-from ..transport.loop import set_event
 from ..transport.connection import Connection, connect
+from ..transport.loop import set_event
 from .local import LocalNodeProcess
 
 log = logging.getLogger('dispylike')

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..transport.loop import new_event_loop
 

@@ -16,9 +16,9 @@ import inspect
 import os
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable
 
 import cloudpickle
 

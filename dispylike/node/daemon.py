@@ -24,26 +24,26 @@ import socket
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-from collections.abc import Callable
 
 import psutil
 
 from .. import config
-from ..errors import ComputationError, ConnectionClosed, ProtocolError
 from ..discovery.addresses import primary_address
 from ..discovery.beacon import NodeBeacon
-from ..protocol.discovery import Announce
+from ..errors import ComputationError, ConnectionClosed, ProtocolError
 from ..execution.host import ComputationHost, JobOutcome, failure_payload
 from ..execution.staging import FileSink, StagingError, check_relpath
 from ..protocol import messages as m
+from ..protocol.discovery import Announce
 from ..protocol.frames import DEFAULT_MESSAGE_CAP, PROTOCOL_VERSION
 from ..security.tls import maybe_server_context
 from ..status import JobStatus
-from ..transport.loop import set_event
 from ..transport.connection import Connection, Server
+from ..transport.loop import set_event
 from ..version import __version__
 
 log = logging.getLogger('dispylike.node')

@@ -17,8 +17,8 @@ peer's version so that an old peer can be told why it is refused.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ..errors import FrameTooLarge, IncompatiblePeer, ProtocolError
 

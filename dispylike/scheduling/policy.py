@@ -6,8 +6,8 @@ share the work instead of the first one found taking everything (dispy #99).
 
 from __future__ import annotations
 
-from typing import Protocol
 from collections.abc import Hashable, Iterable
+from typing import Protocol
 
 
 class HasFreeCpus(Protocol):

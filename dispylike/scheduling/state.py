@@ -19,8 +19,8 @@ table, so memory is bounded by jobs in flight.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 
 from ..status import JobStatus
 from .policy import MostFreeCpus

@@ -13,14 +13,25 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from typing import Any
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from ..errors import (AuthenticationError, ConnectionClosed, DispyError, HandshakeTimeout,
-                      ProtocolError)
+from ..errors import (
+    AuthenticationError,
+    ConnectionClosed,
+    DispyError,
+    HandshakeTimeout,
+    ProtocolError,
+)
 from ..protocol import handshake as hs
-from ..protocol.frames import (DEFAULT_FRAME_CAP, DEFAULT_MESSAGE_CAP, HANDSHAKE_CAP,
-                               FrameDecoder, Message, encode)
+from ..protocol.frames import (
+    DEFAULT_FRAME_CAP,
+    DEFAULT_MESSAGE_CAP,
+    HANDSHAKE_CAP,
+    FrameDecoder,
+    Message,
+    encode,
+)
 from ..protocol.messages import decode_message, encode_message
 
 log = logging.getLogger('dispylike.transport')

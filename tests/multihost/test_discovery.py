@@ -4,9 +4,9 @@ wildcards, other secrets.  The client runs in this process with its I/O thread o
 from __future__ import annotations
 
 import collections
-import time
 import logging
 import sys
+import time
 
 import cloudpickle
 import pytest

@@ -10,7 +10,6 @@ import pytest
 from dispylike.errors import ComputationError
 from dispylike.execution.computation import classify_depends, load, package
 
-
 CLIENT_MAIN = """
 def helper(x):
     return x + 1

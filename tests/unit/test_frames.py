@@ -7,8 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispylike.errors import FrameTooLarge, IncompatiblePeer, ProtocolError
-from dispylike.protocol.frames import (HEADER, MAGIC, PROTOCOL_VERSION, FrameDecoder, encode,
-                                       encode_bytes)
+from dispylike.protocol.frames import (
+    HEADER,
+    MAGIC,
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    encode,
+    encode_bytes,
+)
 
 
 def test_round_trip_single_and_many():
