@@ -180,14 +180,15 @@ class Engine:
                     quiet: bool = False) -> None:
         host = host or spec.ip_addr
         port = port or spec.port or config.port_of('NodePort', self.cfg.dispy_port)
-        key = f'{host}:{port}'
+        # an embedded node gets its port when it starts: it is its own key until then
+        key = f'local-{id(spec)}' if isinstance(spec, LocalNode) else f'{host}:{port}'
         if key in self._known:
             return
         self._known.add(key)
         try:
             await self._connect_and_setup(spec, host, port, quiet)
         finally:
-            if key not in self.links:
+            if key not in self.links or isinstance(spec, LocalNode):
                 self._known.discard(key)
 
     async def _connect_and_setup(self, spec: NodeAllocate, host: str, port: int,
@@ -199,11 +200,11 @@ class Engine:
                                                       tls_files=self.cfg.tls_files)
                 self._locals.append(local)
                 host, port = local.host, local.port
-            local = None
+            source = None
             if self.cfg.local_addr and (':' in self.cfg.local_addr) == (':' in host):
-                local = (self.cfg.local_addr, 0)
+                source = (self.cfg.local_addr, 0)
             conn = await connect(host, port, self.cfg.secret, timeout=self.cfg.msg_timeout,
-                                 local_addr=local, ssl_context=self.cfg.ssl_context)
+                                 local_addr=source, ssl_context=self.cfg.ssl_context)
         except DispyError as exc:
             warn('node %s:%s is not used: %s', host, port, exc)
             return

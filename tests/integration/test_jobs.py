@@ -185,3 +185,13 @@ def test_jobs_can_use_threads_logging_and_get_fresh_random_state(node):
     assert all(r[0] == [0, 1, 4, 9] and r[1] == 1 for r in results), results
     assert len({r[2] for r in results}) == 4          # each fork reseeds random
     assert all('job 4 logs' in j.stderr for j in jobs)
+
+
+def test_two_embedded_nodes():
+    with dispylike.JobCluster(square, nodes=[dispylike.LocalNode(cpus=1),
+                                             dispylike.LocalNode(cpus=1)]) as c:
+        assert [c.submit(i)() for i in range(4)] == [0, 1, 4, 9]
+        deadline = time.time() + 30
+        while len(c.status()) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert len({n.port for n in c.status()}) == 2
