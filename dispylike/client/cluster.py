@@ -34,7 +34,9 @@ class JobCluster:
 
     Not available yet (raise NotImplementedError): an explicit ``recover_file``
     (no recover file is written yet), ``dispy_job_depends`` and ``send_file``;
-    jobs cannot call ``dispy_provisional_result``/``dispy_send_file`` yet.
+    jobs cannot call ``dispy_send_file`` yet.  Jobs can call
+    ``dispy_provisional_result(result)``: the job's status becomes
+    ProvisionalResult, ``job.result`` is set and ``job_status`` is called, each time.
 
     ``pulse_interval`` (1-600 s): nodes and client pulse each other; a node silent
     for 5 intervals is a zombie: its jobs are rescheduled (``reentrant=True``) or
@@ -112,7 +114,7 @@ class JobCluster:
                            remove_files=cleanup is not False, reentrant=bool(reentrant),
                            dispy_port=dispy_port or config.DispyPort)
         self._io = LoopThread(f'dispylike-io-{next(self._ids)}')
-        self._engine = Engine(cfg, self, self._job_done, self._status)
+        self._engine = Engine(cfg, self, self._job_done, self._status, self._job_update)
         self._io.run(self._engine.add_nodes(specs), timeout=30)
 
     # --- engine callbacks (I/O loop thread) ----------------------------------------
@@ -123,6 +125,10 @@ class JobCluster:
             self._pending -= 1
             if self._pending == 0:
                 self._idle.notify_all()
+
+    def _job_update(self, job: DispyJob) -> None:
+        if self._job_status is not None:
+            self._callbacks.put(self._job_status, job)
 
     def _status(self, status: int, node: DispyNode | None, job: DispyJob | None) -> None:
         if self._cluster_status is not None:

@@ -98,7 +98,8 @@ class Engine:
 
     def __init__(self, cfg: EngineConfig, cluster: Any,
                  on_job_done: Callable[[DispyJob], None],
-                 on_status: Callable[[int, DispyNode | None, DispyJob | None], None]) -> None:
+                 on_status: Callable[[int, DispyNode | None, DispyJob | None], None],
+                 on_job_update: Callable[[DispyJob], None] | None = None) -> None:
         self.cfg = cfg
         self.cluster = cluster
         self.sched = Scheduler(reentrant=cfg.reentrant)
@@ -107,6 +108,7 @@ class Engine:
         self.jobs: dict[int, DispyJob] = {}
         self._on_job_done = on_job_done
         self._on_status = on_status
+        self._on_job_update = on_job_update     # provisional results: job_status only
         self._locals: list[LocalNodeProcess] = []
         self._joins: set[asyncio.Task] = set()
         self._flush_pending = False
@@ -291,6 +293,8 @@ class Engine:
                 link.last_rx = time.monotonic()
                 if isinstance(msg, m.JobReplies):
                     self._on_replies(link, msg.replies)
+                elif isinstance(msg, m.ProvisionalResult):
+                    self._on_provisional(link, msg)
                 elif isinstance(msg, m.Pulse):
                     link.node.avail_info = DispyNodeAvailInfo(*msg.avail)
                     link.node.update_time = time.time()
@@ -306,6 +310,20 @@ class Engine:
         finally:
             link.closed.set()
             self._node_lost(link, reason)
+
+    def _on_provisional(self, link: NodeLink, msg: m.ProvisionalResult) -> None:
+        job = self.jobs.get(msg.uid)
+        if job is None or not self.sched.is_current(msg.uid, msg.attempt, link.key):
+            return  # from an attempt that no longer counts
+        try:
+            job.result = pickle.loads(msg.payload)
+        except Exception as exc:  # noqa: BLE001 - a class missing here: report, go on
+            log.warning('provisional result of job %s could not be unpickled: %r', job.id, exc)
+            return
+        job.status = JobStatus.ProvisionalResult
+        self._on_status(JobStatus.ProvisionalResult, link.node, job)
+        if self._on_job_update is not None:
+            self._on_job_update(job)
 
     async def _pulse(self, link: NodeLink) -> None:
         """Heartbeat the node; a node silent for 5 pulse intervals is a zombie: drop it

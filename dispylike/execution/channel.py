@@ -23,10 +23,14 @@ INTERNAL_MESSAGE_CAP = 2 * 1024 * 1024 * 1024 - 1
 READ_LIMIT = 1 << 20
 
 # A job process's pipes carry raw bytes, so the computation process relays them
-# without decoding: arguments in as LENGTH + payload; the result out as
-# RESULT_HEADER (status, start time, end time, payload length) + payload, then
-# end of file.  The length tells a complete result from one cut short by a crash.
+# without decoding: arguments in as LENGTH + payload; out, a sequence of records
+# RECORD (kind, length) + body, then end of file.  A PROVISIONAL record's body is a
+# pickled provisional result, relayed at once; the RESULT record's body is
+# RESULT_HEADER (status, start time, end time, payload length) + payload.  The
+# length tells a complete result from one cut short by a crash.
 LENGTH = struct.Struct('!Q')
+RECORD = struct.Struct('!BQ')
+PROVISIONAL, RESULT = 1, 2
 RESULT_HEADER = struct.Struct('!BddQ')
 
 

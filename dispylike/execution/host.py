@@ -73,9 +73,11 @@ class ComputationHost:
     """One computation's process on this node.  Use :meth:`start`, :meth:`run`, :meth:`close`."""
 
     def __init__(self, comp_id: str, name: str, dest_path: str,
-                 on_broken: Callable[[str], None] | None = None) -> None:
+                 on_broken: Callable[[str], None] | None = None,
+                 on_provisional: Callable[[int, int, bytes], None] | None = None) -> None:
         self.comp_id = comp_id
         self._on_broken = on_broken
+        self._on_provisional = on_provisional
         self._closing = False
         self.name = name
         self.dest_path = dest_path
@@ -191,6 +193,11 @@ class ComputationHost:
             if entry is not None and entry[0] == attempt:
                 del self._runs[uid]
                 entry[1].set_result(outcome_from_report(wait_status, float(cpu_time), result))
+        elif kind == 'provisional' and len(msg) == 4:
+            entry = self._runs.get(msg[1])
+            if (entry is not None and entry[0] == msg[2] and isinstance(msg[3], bytes)
+                    and self._on_provisional is not None):
+                self._on_provisional(msg[1], msg[2], msg[3])
         elif kind == 'refused' and len(msg) == 4:
             entry = self._runs.pop(msg[1], None)
             if entry is not None and entry[0] == msg[2]:

@@ -42,6 +42,7 @@ from typing import Any
 
 import cloudpickle
 
+from .. import config
 from ..protocol.frames import FrameDecoder
 from ..status import JobStatus
 from . import channel
@@ -66,7 +67,8 @@ class _Child:
     attempt: int
     rfd: int
     afd: int                       # write end of the argument pipe (-1 once used)
-    output: bytearray = field(default_factory=bytearray)   # raw result, relayed as is
+    output: bytearray = field(default_factory=bytearray)   # records not yet complete
+    final: bytes = b''                                     # the RESULT record's body
     eof: bool = False
     wait_status: int | None = None
     cpu_time: float = 0.0
@@ -263,24 +265,40 @@ class Zygote:
             if not data:
                 break
             child.output += data
+            self._records(child)
         self.sel.unregister(child.rfd)
         os.close(child.rfd)
         child.rfd = -1  # the number may be reused at once: never close it again
         child.eof = True
         self._report(child)
 
+    def _records(self, child: _Child) -> None:
+        """Relay provisional results at once; keep the final one."""
+        buf = child.output
+        while len(buf) >= channel.RECORD.size:
+            kind, length = channel.RECORD.unpack_from(buf)
+            end = channel.RECORD.size + length
+            if len(buf) < end:
+                return
+            body = bytes(buf[channel.RECORD.size:end])
+            del buf[:end]
+            if kind == channel.PROVISIONAL and child.uid >= 0:
+                _send(self.ctl, 'provisional', child.uid, child.attempt, body)
+            elif kind == channel.RESULT:
+                child.final = body
+
     def _report(self, child: _Child) -> None:
         """Tell the node a job ended: at EOF with a result (the process is exiting), else
         once it is reaped (so the report can say how it died)."""
         if child.reported or child.uid < 0 or not child.eof:
             return
-        if child.wait_status is None and not channel.result_complete(child.output):
+        if child.wait_status is None and not channel.result_complete(child.final):
             return  # no whole result: wait until it is reaped to say how it ended
         child.reported = True
         self.pids.pop(child.uid, None)
         self.deadlines.pop(child.pid, None)
         _send(self.ctl, 'done', child.uid, child.attempt, child.wait_status or 0,
-              child.cpu_time, bytes(child.output))
+              child.cpu_time, child.final)
         self._top_up()
 
     def cancel(self, uid: int, grace: float) -> None:
@@ -394,12 +412,35 @@ def run_job(loaded: Loaded | None, afd: int, wfd: int) -> int:
     if payload is None or loaded is None:
         return 71  # a spare that was never used, or a node that never loaded
     start = time.time()
+    loaded.ns.__dict__['dispy_provisional_result'] = _provisional_sender(wfd)
     result, out, err, exc, status = _capture_run(loaded, payload)
     status, body = _serialize_reply(result, out, err, exc, status)
-    _write_all(wfd, channel.RESULT_HEADER.pack(int(status), start, time.time(), len(body)))
+    head = channel.RESULT_HEADER.pack(int(status), start, time.time(), len(body))
+    _write_all(wfd, channel.RECORD.pack(channel.RESULT, len(head) + len(body)))
+    _write_all(wfd, head)
     _write_all(wfd, body)
     os.close(wfd)
     return 0
+
+
+def _provisional_sender(wfd: int):
+    """``dispy_provisional_result`` for a job writing to ``wfd``."""
+    def dispy_provisional_result(result: Any, relay: bool = False,
+                                 timeout: float = config.MsgTimeout) -> int:
+        """Send ``result`` to the client now; the job goes on.  0 if sent, -1 if the
+        result cannot be serialised.  (``relay`` and ``timeout`` are dispy's; the
+        result is handed to the node at once.)"""
+        try:
+            body = pickle.dumps(result, protocol=5)
+        except Exception:  # noqa: BLE001 - fall back to by-value pickling
+            try:
+                body = cloudpickle.dumps(result, protocol=5)
+            except Exception:  # noqa: BLE001 - unpicklable: tell the caller
+                return -1
+        _write_all(wfd, channel.RECORD.pack(channel.PROVISIONAL, len(body)))
+        _write_all(wfd, body)
+        return 0
+    return dispy_provisional_result
 
 
 def main(argv: list[str]) -> int:

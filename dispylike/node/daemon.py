@@ -355,7 +355,8 @@ class NodeDaemon:
             raise ProtocolError(f'computation {comp.name!r} started twice')
         comp.starting = True
         host = ComputationHost(comp.comp_id, comp.name, comp.dest_path,
-                               on_broken=partial(self._comp_broken, session, comp))
+                               on_broken=partial(self._comp_broken, session, comp),
+                               on_provisional=partial(self._provisional, session))
         node_globals = {'dispy_node_name': self.name, 'dispy_node_ip_addr': self.ip_addr,
                         'dispy_job_path': comp.dest_path}
         try:
@@ -369,6 +370,14 @@ class NodeDaemon:
             await host.close(run_cleanup=True)
             return
         session.conn.send(m.ComputationReady(comp.comp_id, True, '', comp.dest_path))
+
+    def _provisional(self, session: ClientSession, uid: int, attempt: int,
+                     payload: bytes) -> None:
+        if not session.conn.closed:
+            try:
+                session.conn.send(m.ProvisionalResult(uid, attempt, payload))
+            except ConnectionClosed:
+                pass
 
     def _comp_broken(self, session: ClientSession, comp: NodeComputation, reason: str) -> None:
         """The computation's process died: this node can no longer run its jobs, so drop

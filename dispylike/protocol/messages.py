@@ -231,3 +231,11 @@ class Pulse(_Base):
 @message(30)
 class Heartbeat(_Base):
     """Client -> node, every pulse_interval: the client is alive."""
+
+
+@message(31)
+class ProvisionalResult(_Base):
+    """Node -> client: a running job's provisional result (opaque pickled payload)."""
+    uid: int
+    attempt: int
+    payload: bytes

@@ -195,3 +195,37 @@ def test_two_embedded_nodes():
         while len(c.status()) < 2 and time.time() < deadline:
             time.sleep(0.05)
         assert len({n.port for n in c.status()}) == 2
+
+
+def optimise(steps):
+    import time
+    for i in range(steps):
+        assert dispy_provisional_result(('step', i)) == 0  # noqa: F821
+        time.sleep(0.05)
+    assert dispy_provisional_result(threading_lock_like()) == -1  # noqa: F821
+    return ('final', steps)
+
+
+def threading_lock_like():
+    import threading
+    return threading.Lock()
+
+
+def test_provisional_results_arrive_in_order_before_the_final_one(node):
+    seen = []
+
+    def job_status(job):
+        seen.append((job.status, job.result))
+
+    with cluster_for(node, optimise, job_status=job_status,
+                     depends=[threading_lock_like]) as c:
+        job = c.submit(3)
+        assert job() == ('final', 3) and job.status == DispyJob.Finished
+        c.wait()
+    deadline = time.time() + 5
+    while len(seen) < 4 and time.time() < deadline:
+        time.sleep(0.05)
+    assert seen == [(DispyJob.ProvisionalResult, ('step', 0)),
+                    (DispyJob.ProvisionalResult, ('step', 1)),
+                    (DispyJob.ProvisionalResult, ('step', 2)),
+                    (DispyJob.Finished, ('final', 3))]

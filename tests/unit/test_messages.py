@@ -23,6 +23,7 @@ def test_round_trip_every_kind():
         m.SetupComputation('c', 'compute', 'me', '', b'code', True, 2.0),
         m.Pulse((1.0, 2, 3, 4.0)),
         m.Heartbeat(),
+        m.ProvisionalResult(3, 4, b'r'),
         m.StartComputation('c', b''),
         m.ComputationReady('c', True, '', '/tmp/x'),
         m.RunJobs('c', ((1, 1, b'p'), (2, 2, b'q'))),
