@@ -33,10 +33,11 @@ class JobCluster:
     """Run ``computation`` on dispynode daemons.  dispy's arguments and meaning.
 
     Not available yet (raise NotImplementedError): an explicit ``recover_file``
-    (no recover file is written yet), ``dispy_job_depends`` and ``send_file``;
-    jobs cannot call ``dispy_send_file`` yet.  Jobs can call
-    ``dispy_provisional_result(result)``: the job's status becomes
-    ProvisionalResult, ``job.result`` is set and ``job_status`` is called, each time.
+    (no recover file is written yet) and ``dispy_job_depends``.  Jobs can call
+    ``dispy_provisional_result(result)`` (the job's status becomes
+    ProvisionalResult, ``job.result`` is set and ``job_status`` is called, each
+    time) and ``dispy_send_file(path)`` (saved under the client's working
+    directory at the same relative path).
 
     ``pulse_interval`` (1-600 s): nodes and client pulse each other; a node silent
     for 5 intervals is a zombie: its jobs are rescheduled (``reentrant=True``) or
@@ -231,7 +232,12 @@ class JobCluster:
         return self._on_loop(self._engine.set_node_cpus, node, cpus)
 
     def send_file(self, path: str, node: Any) -> int:
-        raise NotImplementedError('send_file is not available yet (node-side features)')
+        """Copy the file at ``path`` into the computation's directory on ``node`` (base
+        name only).  0 once the node has stored it; -1 otherwise (reason logged)."""
+        if not os.path.isfile(path):
+            log.warning('send_file: %r is not a file', path)
+            return -1
+        return self._io.run(self._engine.send_file(path, node), timeout=None)
 
     def _on_loop(self, fn: Callable, *args: Any) -> Any:
         async def call() -> Any:

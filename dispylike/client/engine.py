@@ -34,6 +34,7 @@ from ..discovery.addresses import is_loopback
 from ..discovery.beacon import ClientBeacon
 from ..errors import ComputationError, DispyError, ProtocolError
 from ..execution.computation import Package, classify_depends
+from ..execution.staging import FileSink, StagingError
 from ..job import DispyJob
 from ..nodes import DispyNode, DispyNodeAvailInfo, LocalNode, NodeAllocate, node_spec
 from ..protocol import messages as m
@@ -117,6 +118,7 @@ class Engine:
         self._known: set[str] = set()            # host:port joined or joining
         self._closing_links: set[str] = set()    # released on purpose: not 'lost'
         self._tasks: set[asyncio.Task] = set()   # pulses and rejoin attempts
+        self._file_waiters: dict[tuple[str, str], asyncio.Future] = {}
         self.beacon: ClientBeacon | None = None
         self._discovery: asyncio.Task | None = None
 
@@ -264,6 +266,11 @@ class Engine:
             reply = await conn.recv()
             if isinstance(reply, m.Refused):
                 raise ComputationError(f'node {info.name} refused: {reply.reason}')
+            if isinstance(reply, m.FileStored):
+                if reply.error:
+                    raise ComputationError(f'node {info.name} refused file '
+                                           f'{reply.relpath!r}: {reply.error}')
+                continue
             if isinstance(reply, m.ComputationReady):
                 break
             raise ProtocolError(f'unexpected {type(reply).__name__} during setup')
@@ -295,6 +302,12 @@ class Engine:
                     self._on_replies(link, msg.replies)
                 elif isinstance(msg, m.ProvisionalResult):
                     self._on_provisional(link, msg)
+                elif isinstance(msg, m.JobFile):
+                    self._on_job_file(link, msg)
+                elif isinstance(msg, m.FileStored):
+                    waiter = self._file_waiters.pop((link.key, msg.relpath), None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(msg.error)
                 elif isinstance(msg, m.Pulse):
                     link.node.avail_info = DispyNodeAvailInfo(*msg.avail)
                     link.node.update_time = time.time()
@@ -310,6 +323,38 @@ class Engine:
         finally:
             link.closed.set()
             self._node_lost(link, reason)
+
+    def _on_job_file(self, link: NodeLink, msg: m.JobFile) -> None:
+        """A job's dispy_send_file: saved under this directory, at its relative path."""
+        if not self.sched.is_current(msg.uid, msg.attempt, link.key):
+            return
+        link.node.rx += len(msg.data)
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(_save_job_file, msg.relpath, msg.data, link.node.name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def send_file(self, path: str, node: Any) -> int:
+        """cluster.send_file: into the computation's directory on ``node``; 0 if stored."""
+        key = self.find_node(node)
+        if key is None:
+            return -1
+        link = self.links[key]
+        relpath = os.path.basename(path)
+        waiter = asyncio.get_running_loop().create_future()
+        self._file_waiters[(key, relpath)] = waiter
+        try:
+            link.node.tx += await self._send_file(link.conn, path, relpath, 0o644)
+            error = await asyncio.wait_for(waiter, self.cfg.msg_timeout * 6)
+        except (DispyError, OSError, asyncio.TimeoutError) as exc:
+            log.warning('send_file %s to %s failed: %s', path, link.node.name, exc)
+            return -1
+        finally:
+            self._file_waiters.pop((key, relpath), None)
+        if error:
+            log.warning('node %s refused %s: %s', link.node.name, path, error)
+            return -1
+        return 0
 
     def _on_provisional(self, link: NodeLink, msg: m.ProvisionalResult) -> None:
         job = self.jobs.get(msg.uid)
@@ -594,6 +639,15 @@ class Engine:
             self._apply([Finalize(uid, JobStatus.Abandoned, 'the cluster was closed')])
         for _ in range(3):  # aborted transports close their sockets on the next turns
             await asyncio.sleep(0)
+
+
+def _save_job_file(relpath: str, data: bytes, node_name: str) -> None:
+    try:
+        sink = FileSink(os.getcwd(), relpath)
+        sink.write(0, data)
+        sink.finish(0o644)
+    except (StagingError, OSError) as exc:
+        log.error('refused file %r from node %s: %s', relpath, node_name, exc)
 
 
 def _decode_reply(payload: bytes) -> tuple[Any, str | None, str | None, str | None]:

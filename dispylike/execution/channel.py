@@ -30,7 +30,8 @@ READ_LIMIT = 1 << 20
 # length tells a complete result from one cut short by a crash.
 LENGTH = struct.Struct('!Q')
 RECORD = struct.Struct('!BQ')
-PROVISIONAL, RESULT = 1, 2
+PROVISIONAL, RESULT, FILE = 1, 2, 3    # FILE body: u16 name length, UTF-8 name, data
+FILE_NAME = struct.Struct('!H')
 RESULT_HEADER = struct.Struct('!BddQ')
 
 

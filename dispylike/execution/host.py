@@ -74,8 +74,10 @@ class ComputationHost:
 
     def __init__(self, comp_id: str, name: str, dest_path: str,
                  on_broken: Callable[[str], None] | None = None,
-                 on_provisional: Callable[[int, int, bytes], None] | None = None) -> None:
+                 on_provisional: Callable[[int, int, bytes], None] | None = None,
+                 on_file: Callable[[int, int, str, bytes], None] | None = None) -> None:
         self.comp_id = comp_id
+        self._on_file = on_file
         self._on_broken = on_broken
         self._on_provisional = on_provisional
         self._closing = False
@@ -198,6 +200,11 @@ class ComputationHost:
             if (entry is not None and entry[0] == msg[2] and isinstance(msg[3], bytes)
                     and self._on_provisional is not None):
                 self._on_provisional(msg[1], msg[2], msg[3])
+        elif kind == 'file' and len(msg) == 5:
+            entry = self._runs.get(msg[1])
+            if (entry is not None and entry[0] == msg[2] and isinstance(msg[3], str)
+                    and isinstance(msg[4], bytes) and self._on_file is not None):
+                self._on_file(msg[1], msg[2], msg[3], msg[4])
         elif kind == 'refused' and len(msg) == 4:
             entry = self._runs.pop(msg[1], None)
             if entry is not None and entry[0] == msg[2]:

@@ -286,6 +286,11 @@ class Zygote:
                 _send(self.ctl, 'provisional', child.uid, child.attempt, body)
             elif kind == channel.RESULT:
                 child.final = body
+            elif kind == channel.FILE and child.uid >= 0 and len(body) >= channel.FILE_NAME.size:
+                (size,) = channel.FILE_NAME.unpack_from(body)
+                name = body[channel.FILE_NAME.size:channel.FILE_NAME.size + size]
+                _send(self.ctl, 'file', child.uid, child.attempt,
+                      name.decode('utf-8', 'replace'), body[channel.FILE_NAME.size + size:])
 
     def _report(self, child: _Child) -> None:
         """Tell the node a job ended: at EOF with a result (the process is exiting), else
@@ -413,6 +418,7 @@ def run_job(loaded: Loaded | None, afd: int, wfd: int) -> int:
         return 71  # a spare that was never used, or a node that never loaded
     start = time.time()
     loaded.ns.__dict__['dispy_provisional_result'] = _provisional_sender(wfd)
+    loaded.ns.__dict__['dispy_send_file'] = _file_sender(wfd, loaded.ns.__dict__)
     result, out, err, exc, status = _capture_run(loaded, payload)
     status, body = _serialize_reply(result, out, err, exc, status)
     head = channel.RESULT_HEADER.pack(int(status), start, time.time(), len(body))
@@ -421,6 +427,36 @@ def run_job(loaded: Loaded | None, afd: int, wfd: int) -> int:
     _write_all(wfd, body)
     os.close(wfd)
     return 0
+
+
+def _file_sender(wfd: int, ns: dict):
+    """``dispy_send_file`` for a job writing to ``wfd``."""
+    def dispy_send_file(path: str, relay: bool = False,
+                        timeout: float = config.MsgTimeout) -> int:
+        """Send the file at ``path`` (inside the job's directory) to the client, which
+        saves it at the same relative path under its working directory.  0 if sent;
+        -1 (with the reason on stderr) for a path outside the job's directory, a file
+        over the node's --max_file_size, or a file that cannot be read."""
+        base = os.path.realpath(ns.get('dispy_job_path', os.getcwd()))
+        real = os.path.realpath(path)
+        limit = ns.get('_dispy_max_file_size', 0)
+        try:
+            if os.path.commonpath([base, real]) != base or real == base:
+                raise ValueError(f'{path!r} is outside the job directory {base}')
+            if limit and os.path.getsize(real) > limit:
+                raise ValueError(f'{path!r} is larger than the limit of {limit} bytes')
+            with open(real, 'rb') as f:
+                data = f.read()
+        except (OSError, ValueError) as exc:
+            print(f'dispy_send_file: refused: {exc}', file=sys.stderr)
+            return -1
+        name = os.path.relpath(real, base).replace(os.sep, '/').encode('utf-8')
+        head = channel.FILE_NAME.pack(len(name)) + name
+        _write_all(wfd, channel.RECORD.pack(channel.FILE, len(head) + len(data)))
+        _write_all(wfd, head)
+        _write_all(wfd, data)
+        return 0
+    return dispy_send_file
 
 
 def _provisional_sender(wfd: int):

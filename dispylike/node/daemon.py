@@ -344,10 +344,13 @@ class NodeDaemon:
             if msg.final:
                 del comp.sinks[msg.relpath]
                 sink.finish(msg.mode)
+                session.conn.send(m.FileStored(msg.comp_id, msg.relpath, ''))
         except (StagingError, OSError) as exc:
-            comp.sinks.pop(msg.relpath, None)
+            sink = comp.sinks.pop(msg.relpath, None)
+            if sink is not None:
+                sink.abort()
             log.warning('refused file %r from %s: %s', msg.relpath, session.client, exc)
-            session.conn.send(m.Refused(msg.comp_id, f'file {msg.relpath!r}: {exc}'))
+            session.conn.send(m.FileStored(msg.comp_id, msg.relpath, str(exc)))
 
     async def _on_start(self, session: ClientSession, msg: m.StartComputation) -> None:
         comp = self._comp(session, msg.comp_id)
@@ -356,9 +359,11 @@ class NodeDaemon:
         comp.starting = True
         host = ComputationHost(comp.comp_id, comp.name, comp.dest_path,
                                on_broken=partial(self._comp_broken, session, comp),
-                               on_provisional=partial(self._provisional, session))
+                               on_provisional=partial(self._provisional, session),
+                               on_file=partial(self._job_file, session))
         node_globals = {'dispy_node_name': self.name, 'dispy_node_ip_addr': self.ip_addr,
-                        'dispy_job_path': comp.dest_path}
+                        'dispy_job_path': comp.dest_path,
+                        '_dispy_max_file_size': self.opts.max_file_size}
         try:
             await host.start(comp.code, node_globals, msg.setup_args, spares=self.cpus)
         except ComputationError as exc:
@@ -376,6 +381,23 @@ class NodeDaemon:
         if not session.conn.closed:
             try:
                 session.conn.send(m.ProvisionalResult(uid, attempt, payload))
+            except ConnectionClosed:
+                pass
+
+    def _job_file(self, session: ClientSession, uid: int, attempt: int, relpath: str,
+                  data: bytes) -> None:
+        """A job's dispy_send_file: check the name and size here too, then pass it on."""
+        try:
+            check_relpath(relpath)
+            if self.opts.max_file_size and len(data) > self.opts.max_file_size:
+                raise StagingError(f'{len(data)} bytes is over the limit of '
+                                   f'{self.opts.max_file_size}')
+        except StagingError as exc:
+            log.warning('refused file %r from job %s: %s', relpath, uid, exc)
+            return
+        if not session.conn.closed:
+            try:
+                session.conn.send(m.JobFile(uid, attempt, relpath, data))
             except ConnectionClosed:
                 pass
 

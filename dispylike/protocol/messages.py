@@ -239,3 +239,20 @@ class ProvisionalResult(_Base):
     uid: int
     attempt: int
     payload: bytes
+
+
+@message(32)
+class FileStored(_Base):
+    """Node -> client: ``relpath`` is stored ('' error) or was refused (the reason)."""
+    comp_id: str
+    relpath: str
+    error: str
+
+
+@message(33)
+class JobFile(_Base):
+    """Node -> client: a file a running job sent with dispy_send_file."""
+    uid: int
+    attempt: int
+    relpath: str
+    data: bytes

@@ -1,0 +1,83 @@
+"""Files both ways: dispy_send_file from jobs, cluster.send_file to nodes; names confined,
+sizes capped, on the node and on the client."""
+
+import os
+import sys
+
+import cloudpickle
+
+import dispylike
+from dispylike.testing import NodeProcess
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def make_and_send(name, size):
+    import os
+    os.makedirs(os.path.dirname(name) or '.', exist_ok=True)
+    with open(name, 'wb') as f:
+        f.write(b'x' * size)
+    return dispy_send_file(name)  # noqa: F821
+
+
+def send_outside(kind):
+    import os
+    if kind == 'absolute':
+        return dispy_send_file('/etc/hostname')  # noqa: F821
+    if kind == 'dotdot':
+        with open('../escape.txt', 'w') as f:
+            f.write('no')
+        return dispy_send_file('../escape.txt')  # noqa: F821
+    os.symlink('/etc/hostname', 'link')
+    return dispy_send_file('link')  # noqa: F821
+
+
+def test_dispy_send_file_lands_under_the_client_directory(node, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with dispylike.JobCluster(make_and_send, nodes=[node.address]) as c:
+        assert c.submit('out/result.bin', 1000)() == 0
+    assert (tmp_path / 'out' / 'result.bin').read_bytes() == b'x' * 1000
+
+
+def test_dispy_send_file_refuses_paths_outside_the_job_directory(node, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with dispylike.JobCluster(send_outside, nodes=[node.address]) as c:
+        jobs = {kind: c.submit(kind) for kind in ('absolute', 'dotdot', 'symlink')}
+        for kind, job in jobs.items():
+            assert job() == -1, kind
+            assert 'outside the job directory' in job.stderr
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_dispy_send_file_refuses_files_over_the_node_limit(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with NodeProcess(cpus=1, extra=['--max_file_size', '1000']) as node:
+        with dispylike.JobCluster(make_and_send, nodes=[node.address]) as c:
+            big = c.submit('big.bin', 2000)
+            small = c.submit('small.bin', 10)
+            assert big() == -1 and 'larger than the limit' in big.stderr
+            assert small() == 0
+    assert sorted(os.listdir(tmp_path)) == ['small.bin']
+
+
+def read_file(name):
+    with open(name, 'rb') as f:
+        return f.read()
+
+
+def test_cluster_send_file_copies_by_base_name(tmp_path):
+    src = tmp_path / 'sub' / 'data.bin'
+    src.parent.mkdir()
+    src.write_bytes(b'payload')
+    big = tmp_path / 'big.bin'
+    big.write_bytes(b'y' * 5000)
+    with NodeProcess(cpus=1, extra=['--max_file_size', '1000']) as node:
+        with dispylike.JobCluster(read_file, nodes=[node.address]) as c:
+            assert c.submit('nothing-yet') is not None
+            c.wait()
+            assert c.send_file(str(src), '127.0.0.1') == 0
+            assert c.submit('data.bin')() == b'payload'
+            assert c.send_file(str(big), '127.0.0.1') == -1          # over the node's limit
+            assert c.send_file(str(tmp_path / 'missing'), '127.0.0.1') == -1
+            assert c.send_file(str(src), 'no-such-node') == -1
+        assert 'refused file' in node.log()
