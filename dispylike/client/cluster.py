@@ -16,7 +16,7 @@ import cloudpickle
 
 from .. import config
 from ..errors import ClusterClosed
-from ..execution.computation import package
+from ..execution.computation import job_depends, package
 from ..job import DispyJob
 from ..log import setup_logging
 from ..nodes import DispyNode, node_spec
@@ -32,8 +32,12 @@ log = logging.getLogger('dispylike')
 class JobCluster:
     """Run ``computation`` on dispynode daemons.  dispy's arguments and meaning.
 
-    Not available yet (raise NotImplementedError): an explicit ``recover_file``
-    (no recover file is written yet) and ``dispy_job_depends``.  Jobs can call
+    Not available yet: an explicit ``recover_file`` raises NotImplementedError (no
+    recover file is written yet).
+
+    ``submit(..., dispy_job_depends=[...])`` gives one job its own files,
+    modules, functions and classes, removed after it (the keyword never reaches
+    the computation).  Jobs can call
     ``dispy_provisional_result(result)`` (the job's status becomes
     ProvisionalResult, ``job.result`` is set and ``job_status`` is called, each
     time) and ``dispy_send_file(path)`` (saved under the client's working
@@ -147,11 +151,13 @@ class JobCluster:
     def _submit(self, node: Any, args: tuple, kwargs: dict) -> DispyJob:
         if self._closed:
             raise ClusterClosed('the cluster is closed')
-        if 'dispy_job_depends' in kwargs:
-            raise NotImplementedError('dispy_job_depends is not available yet')
+        deps = kwargs.pop('dispy_job_depends', None)
         if self._package.is_program and (kwargs or not all(isinstance(a, str) for a in args)):
             raise TypeError('arguments of a program computation must be strings')
-        payload = cloudpickle.dumps((args, kwargs), protocol=5)
+        if deps:
+            payload = cloudpickle.dumps((args, kwargs, job_depends(deps)), protocol=5)
+        else:
+            payload = cloudpickle.dumps((args, kwargs), protocol=5)
         job = DispyJob(next(self._uids), args, kwargs, payload, self._lock)
         with self._idle:
             self._pending += 1

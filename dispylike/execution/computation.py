@@ -129,7 +129,25 @@ class Loaded:
     cleanup: Callable | None
 
 
-def _rebind(func: Any, ns: dict) -> Any:
+@dataclass
+class JobDepends:
+    """One job's own dependencies (dispy_job_depends), shipped with its arguments."""
+    namespace: dict[str, Any]
+    modules: list[str]
+    files: list[tuple[str, bytes, int]]     # (relpath, content, mode)
+
+
+def job_depends(depends: list) -> JobDepends:
+    """Read a dispy_job_depends list (in the caller's thread: files are read here)."""
+    namespace, modules, files = classify_depends(list(depends))
+    contents = []
+    for path, relpath, mode in files:
+        with open(path, 'rb') as f:
+            contents.append((relpath, f.read(), mode))
+    return JobDepends(namespace, modules, contents)
+
+
+def rebind(func: Any, ns: dict) -> Any:
     """Make a by-value function use the shared namespace as its globals."""
     if not isinstance(func, types.FunctionType) or func.__globals__ is ns:
         return func
@@ -163,9 +181,9 @@ def load(code: bytes, dest_path: str, node_globals: dict[str, Any]) -> Loaded:
         d[name.split('.')[0]] = importlib.import_module(name.split('.')[0])
         importlib.import_module(name)
     for name, obj in bundle['namespace'].items():
-        d[name] = _rebind(obj, d)
-    func = _rebind(bundle['func'], d) if bundle['func'] is not None else None
+        d[name] = rebind(obj, d)
+    func = rebind(bundle['func'], d) if bundle['func'] is not None else None
     if func is not None:
         d.setdefault(func.__name__, func)
     return Loaded(bundle['kind'], func, bundle['program'], ns,
-                  _rebind(bundle['setup'], d), _rebind(bundle['cleanup'], d))
+                  rebind(bundle['setup'], d), rebind(bundle['cleanup'], d))

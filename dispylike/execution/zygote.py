@@ -24,7 +24,9 @@ parent (parent-death signal).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
 import io
 import logging
 import os
@@ -46,9 +48,10 @@ from .. import config
 from ..protocol.frames import FrameDecoder
 from ..status import JobStatus
 from . import channel
-from .computation import Loaded, load
+from .computation import JobDepends, Loaded, load, rebind
 from .forking import lean_fork
 from .processes import kill_group, set_parent_death_signal
+from .staging import FileSink
 
 SETUP_OK = (0, 1, 2)
 KILL_AFTER_TERM = 1.0
@@ -357,8 +360,11 @@ def _capture_run(loaded: Loaded, payload: bytes) -> tuple[Any, str, str, str | N
     result: Any = None
     exception = None
     status = JobStatus.Finished
+    installed: list[str] = []
     try:
-        args, kwargs = cloudpickle.loads(payload)
+        args, kwargs, *extras = cloudpickle.loads(payload)
+        if extras:
+            installed = install_job_depends(loaded, extras[0])
         if loaded.kind == 'program':
             proc = subprocess.run([os.path.join('.', loaded.program), *args], check=False,
                                   capture_output=True, text=True, errors='replace')
@@ -373,7 +379,30 @@ def _capture_run(loaded: Loaded, payload: bytes) -> tuple[Any, str, str, str | N
         result = None
     finally:
         sys.stdout, sys.stderr = saved
+        for path in installed:  # a job's own depends go with it, whatever cleanup says
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     return result, out.getvalue(), err.getvalue(), exception, status
+
+
+def install_job_depends(loaded: Loaded, deps: JobDepends) -> list[str]:
+    """Put a job's dispy_job_depends in place: files (confined to the job directory,
+    the node's size limit applies), modules, functions and classes.  Returns the
+    files written, for removal after the job."""
+    ns = loaded.ns.__dict__
+    limit = ns.get('_dispy_max_file_size', 0)
+    written = []
+    for relpath, data, mode in deps.files:
+        sink = FileSink(os.getcwd(), relpath, limit)
+        written.append(sink.path)
+        sink.write(0, data)
+        sink.finish(mode)
+    for name in deps.modules:
+        ns[name.split('.')[0]] = importlib.import_module(name.split('.')[0])
+        importlib.import_module(name)
+    for name, obj in deps.namespace.items():
+        ns[name] = rebind(obj, ns)
+    return written
 
 
 def _serialize_reply(result: Any, stdout: str, stderr: str, exception: str | None,

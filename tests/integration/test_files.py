@@ -81,3 +81,35 @@ def test_cluster_send_file_copies_by_base_name(tmp_path):
             assert c.send_file(str(tmp_path / 'missing'), '127.0.0.1') == -1
             assert c.send_file(str(src), 'no-such-node') == -1
         assert 'refused file' in node.log()
+
+
+def helper_for_one_job(x):
+    return x * 100
+
+
+def uses_job_depends(name):
+    import os
+    helper = globals().get('helper_for_one_job')   # by name: not captured with this function
+    if helper is None:
+        return 'no helper', None, os.getcwd()
+    with open(name) as f:
+        text = f.read()
+    return text, helper(2), os.getcwd()
+
+
+def lists_dir(_):
+    import os
+    return sorted(os.listdir('.'))
+
+
+def test_job_depends_for_one_job_only_and_removed_after(node, tmp_path):
+    data = tmp_path / 'job-input.txt'
+    data.write_text('per job')
+    with dispylike.JobCluster(uses_job_depends, nodes=[node.address], cleanup=False) as c:
+        job = c.submit('job-input.txt', dispy_job_depends=[str(data), helper_for_one_job])
+        text, helped, cwd = job()
+        assert (text, helped) == ('per job', 200) and job.args == ('job-input.txt',)
+        assert not os.path.exists(os.path.join(cwd, 'job-input.txt'))   # even cleanup=False
+        assert c.submit('job-input.txt')()[0] == 'no helper'    # another job has neither
+        helper_only = c.submit('job-input.txt', dispy_job_depends=[helper_for_one_job])
+        assert helper_only() is None and 'FileNotFoundError' in helper_only.exception
