@@ -17,10 +17,10 @@ peer's version so that an old peer can be told why it is refused.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..errors import FrameTooLarge, IncompatiblePeer, ProtocolError
+from ..errors import AuthenticationError, FrameTooLarge, IncompatiblePeer, ProtocolError
 
 MAGIC = b'DLK'
 PROTOCOL_VERSION = 1
@@ -114,7 +114,10 @@ class FrameDecoder:
         self._parts: list[bytes] = []
         self._parts_size = 0
         self._parts_type: int | None = None
-        self._error: ProtocolError | None = None
+        self._error: ProtocolError | AuthenticationError | None = None
+        #: Called with (header, payload) for every frame, returns the payload to use:
+        #: channel protection plugs in here (see security.aead).
+        self.opener: Callable[[bytes, bytes], bytes] | None = None
 
     def set_caps(self, frame_cap: int, message_cap: int) -> None:
         """Change the caps (raised after authentication)."""
@@ -133,7 +136,7 @@ class FrameDecoder:
         self._buf += data
         try:
             return list(self._drain())
-        except ProtocolError as exc:
+        except (ProtocolError, AuthenticationError) as exc:
             self._error = exc
             self._buf.clear()
             self._parts.clear()
@@ -150,6 +153,8 @@ class FrameDecoder:
                 self.peer_version = version
                 start = pos + HEADER_SIZE
                 payload = bytes(buf[start:start + length])
+                if self.opener is not None:
+                    payload = self.opener(bytes(buf[pos:start]), payload)
                 pos = start + length
                 msg = self._assemble(msg_type, flags, payload)
                 if msg is not None:

@@ -33,6 +33,7 @@ from ..protocol.frames import (
     encode,
 )
 from ..protocol.messages import decode_message, encode_message
+from ..security.aead import TAG_SIZE, FrameCipher
 
 log = logging.getLogger('dispylike.transport')
 
@@ -78,6 +79,7 @@ class Connection:
         self.peer = peer
         self.decoder = decoder
         self.session_key: bytes | None = None
+        self.cipher: FrameCipher | None = None   # without TLS: sealed frames
         self.role: hs.Role | None = None
         self.tx = 0
         self.rx = 0
@@ -107,6 +109,8 @@ class Connection:
     def send_raw(self, buffers: list) -> None:
         if self._closed:
             raise ConnectionClosed(f'connection to {self.peer} is closed')
+        if self.cipher is not None:
+            buffers = self.cipher.seal_frames(buffers)
         self.tx += sum(len(b) for b in buffers)
         self.writer.writelines(buffers)
 
@@ -140,7 +144,14 @@ class Connection:
     def _authenticated(self, side: hs._Side) -> None:
         self.session_key = side.session_key
         self.role = side.role
-        self.decoder.set_caps(DEFAULT_FRAME_CAP, DEFAULT_MESSAGE_CAP)
+        if self._pending:  # the peer spoke before the handshake was over
+            raise ProtocolError('data sent before the handshake completed')
+        if self.writer.get_extra_info('ssl_object') is None:
+            self.cipher = FrameCipher(side.session_key, isinstance(side, hs.ClientHandshake))
+            self.decoder.opener = self.cipher.open_frame
+            self.decoder.set_caps(DEFAULT_FRAME_CAP + TAG_SIZE, DEFAULT_MESSAGE_CAP)
+        else:
+            self.decoder.set_caps(DEFAULT_FRAME_CAP, DEFAULT_MESSAGE_CAP)
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
@@ -175,13 +186,13 @@ async def connect(host: str, port: int, secret: str | bytes, *, role: hs.Role = 
     side = hs.ClientHandshake(secret, role)
     try:
         await asyncio.wait_for(_client_handshake(conn, side), timeout)
+        conn._authenticated(side)
     except (AuthenticationError, ProtocolError) as exc:
         await _reject_and_close(conn, str(exc))
         raise
     except Exception as exc:
         conn.abort()
         raise translate_os_error(exc, peer) from exc
-    conn._authenticated(side)
     return conn
 
 
