@@ -30,26 +30,23 @@ from typing import Any
 import cloudpickle
 
 from .. import config
-from ..discovery.addresses import is_loopback
 from ..discovery.beacon import ClientBeacon
 from ..errors import ComputationError, DispyError, ProtocolError
 from ..execution.computation import Package, classify_depends
-from ..execution.staging import FileSink, StagingError
 from ..job import DispyJob
-from ..nodes import DispyNode, DispyNodeAvailInfo, LocalNode, NodeAllocate, node_spec
+from ..nodes import DispyNode, DispyNodeAvailInfo, LocalNode, NodeAllocate
 from ..protocol import messages as m
-from ..protocol.discovery import Announce
 from ..scheduling.state import Dispatch, Finalize, Requeued, Scheduler, SendCancel
 from ..status import JobStatus, NodeStatus
 from ..transport.connection import Connection, connect
 from ..transport.loop import set_event
+from .finder import NodeFinder
 from .local import LocalNodeProcess
+from .management import NodeManagement
 
 log = logging.getLogger('dispylike')
 
 FILE_CHUNK = 1 << 20
-#: Seconds after which a cluster that found no node says so (what it probed, where).
-SETTLE_TIME = 5.0
 #: A node silent for this many pulse intervals is a zombie (dispy's rule).
 ZOMBIE_PULSES = 5
 #: Jobs shorter than this (seconds, moving average per node) are prefetched: the node
@@ -94,7 +91,7 @@ class NodeLink:
     idle: asyncio.Event = field(default_factory=set_event)   # no job of ours runs there
 
 
-class Engine:
+class Engine(NodeFinder, NodeManagement):
     """All mutable cluster state lives here and is touched only on the I/O loop."""
 
     def __init__(self, cfg: EngineConfig, cluster: Any,
@@ -142,43 +139,6 @@ class Engine:
         if not self._joins and not self.links and not self._closing and self.beacon is None:
             log.warning('no node could be used for "%s"; %d job(s) wait for one',
                         self.cfg.package.name, len(self.jobs))
-
-    async def _start_discovery(self) -> None:
-        self.beacon = ClientBeacon(self.cfg.secret, self._on_announce)
-        await self.beacon.start(config.port_of('ClientPort', self.cfg.dispy_port),
-                                self.cfg.client_addresses)
-        self._discovery = asyncio.get_running_loop().create_task(self._probe_loop())
-
-    async def _probe_loop(self) -> None:
-        """Probe at once, again soon (datagrams get lost), then every ping_interval."""
-        node_port = config.port_of('NodePort', self.cfg.dispy_port)
-        started = time.monotonic()
-        for delay in (0.0, 0.5, 1.0, 2.0):
-            await asyncio.sleep(delay)
-            self.beacon.probe(node_port, self.cfg.ipv4_multicast)
-        await asyncio.sleep(max(0.0, SETTLE_TIME - (time.monotonic() - started)))
-        if not self.links:
-            log.warning('no node found for "%s" after %.0f s; probed %s (UDP; the secret '
-                        'must match); %d job(s) wait', self.cfg.package.name,
-                        time.monotonic() - started,
-                        ', '.join(self.beacon.targets) or 'nothing: no interface with broadcast',
-                        len(self.jobs))
-        while self.cfg.ping_interval:
-            await asyncio.sleep(self.cfg.ping_interval)
-            self.beacon.probe(node_port, self.cfg.ipv4_multicast)
-
-    def _on_announce(self, ann: Announce, source: str) -> None:
-        address = ann.ip_addr
-        if is_loopback(address) and not is_loopback(source):
-            address = source  # a node that only knows its loopback address
-        if self._closing or f'{address}:{ann.port}' in self._known:
-            return
-        for spec in self.specs:
-            if spec.matches(address, ann.name) and spec.port in (None, ann.port):
-                log.debug('discovered node %s at %s:%d', ann.name, address, ann.port)
-                self._start_join(spec, address, ann.port)
-                return
-        log.debug('node %s at %s:%d does not match nodes=', ann.name, address, ann.port)
 
     async def _join(self, spec: NodeAllocate, host: str | None, port: int | None,
                     quiet: bool = False) -> None:
@@ -324,38 +284,6 @@ class Engine:
             link.closed.set()
             self._node_lost(link, reason)
 
-    def _on_job_file(self, link: NodeLink, msg: m.JobFile) -> None:
-        """A job's dispy_send_file: saved under this directory, at its relative path."""
-        if not self.sched.is_current(msg.uid, msg.attempt, link.key):
-            return
-        link.node.rx += len(msg.data)
-        task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(_save_job_file, msg.relpath, msg.data, link.node.name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def send_file(self, path: str, node: Any) -> int:
-        """cluster.send_file: into the computation's directory on ``node``; 0 if stored."""
-        key = self.find_node(node)
-        if key is None:
-            return -1
-        link = self.links[key]
-        relpath = os.path.basename(path)
-        waiter = asyncio.get_running_loop().create_future()
-        self._file_waiters[(key, relpath)] = waiter
-        try:
-            link.node.tx += await self._send_file(link.conn, path, relpath, 0o644)
-            error = await asyncio.wait_for(waiter, self.cfg.msg_timeout * 6)
-        except (DispyError, OSError, asyncio.TimeoutError) as exc:
-            log.warning('send_file %s to %s failed: %s', path, link.node.name, exc)
-            return -1
-        finally:
-            self._file_waiters.pop((key, relpath), None)
-        if error:
-            log.warning('node %s refused %s: %s', link.node.name, path, error)
-            return -1
-        return 0
-
     def _on_provisional(self, link: NodeLink, msg: m.ProvisionalResult) -> None:
         job = self.jobs.get(msg.uid)
         if job is None or not self.sched.is_current(msg.uid, msg.attempt, link.key):
@@ -427,74 +355,6 @@ class Engine:
             if node is n or same or node in (n.ip_addr, n.name, link.key):
                 return link.key
         return None
-
-    # --- node management (dispy's cluster methods) -------------------------------
-    def node_jobs(self, node: Any) -> list[DispyJob]:
-        key = self.find_node(node)
-        if key is None:
-            return []
-        return [self.jobs[uid] for uid in self.sched.running_on(key) if uid in self.jobs]
-
-    def set_node_cpus(self, node: Any, cpus: int) -> int:
-        key = self.find_node(node)
-        if key is None:
-            return -1
-        link = self.links[key]
-        total = link.node.avail_cpus   # what the node serves
-        cpus = total + cpus if cpus < 0 else min(cpus, total)
-        if cpus < 0:
-            return -1
-        link.node.cpus = cpus
-        self._apply(self.sched.set_cpus(key, cpus))
-        return cpus
-
-    def set_accepting(self, node: Any, accepting: bool) -> int:
-        key = self.find_node(node)
-        if key is None or self.links[key].releasing:
-            return -1
-        self._apply(self.sched.set_accepting(key, accepting))
-        return 0
-
-    async def allocate_node(self, node: Any) -> int:
-        if self.find_node(node) is not None:
-            return self.set_accepting(node, True)
-        await self.add_nodes([node_spec(node)])
-        return 0
-
-    def release_node(self, node: Any, terminate: bool, rejoin: bool) -> int:
-        """close_node (rejoin=False) or resetup_node (rejoin=True), in the background."""
-        key = self.find_node(node)
-        if key is None or self.links[key].releasing:
-            return -1
-        link = self.links[key]
-        link.releasing = True
-        self._apply(self.sched.set_accepting(key, False))
-        task = asyncio.get_running_loop().create_task(self._release(link, terminate, rejoin))
-        self._joins.add(task)
-        task.add_done_callback(self._joins.discard)
-        return 0
-
-    async def _release(self, link: NodeLink, terminate: bool, rejoin: bool) -> None:
-        if terminate:
-            for uid in self.sched.running_on(link.key):
-                self._apply(self.sched.cancel(uid))
-        await link.idle.wait()
-        if link.key not in self.links:
-            return
-        link.conn.send(m.CloseComputation(self.cfg.comp_id, terminate))
-        try:
-            await asyncio.wait_for(link.closed.wait(), self.cfg.msg_timeout * 3)
-        except asyncio.TimeoutError:
-            log.warning('node %s did not confirm the close', link.node.name)
-        self._closing_links.add(link.key)
-        await link.conn.close()
-        if link.reader is not None:
-            await asyncio.wait([link.reader], timeout=5)
-        self._closing_links.discard(link.key)
-        log.info('node %s (%s) released', link.node.name, link.key)
-        if rejoin and not self._closing:
-            host, port = link.key.rsplit(':', 1)
-            self._start_join(link.spec, host, int(port))
 
     # --- jobs -------------------------------------------------------------------
     def submit(self, job: DispyJob, node: Any = None) -> None:
@@ -639,15 +499,6 @@ class Engine:
             self._apply([Finalize(uid, JobStatus.Abandoned, 'the cluster was closed')])
         for _ in range(3):  # aborted transports close their sockets on the next turns
             await asyncio.sleep(0)
-
-
-def _save_job_file(relpath: str, data: bytes, node_name: str) -> None:
-    try:
-        sink = FileSink(os.getcwd(), relpath)
-        sink.write(0, data)
-        sink.finish(0o644)
-    except (StagingError, OSError) as exc:
-        log.error('refused file %r from node %s: %s', relpath, node_name, exc)
 
 
 def _decode_reply(payload: bytes) -> tuple[Any, str | None, str | None, str | None]:
