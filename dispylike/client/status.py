@@ -20,7 +20,6 @@ def format_status(nodes: Iterable[DispyNode], wall_time: float) -> str:
              f"{'Node Time Sec':>13} | {'Sent':>8} | {'Rcvd':>8}",
              '-' * 95]
     total_time = 0.0
-    total_jobs = 0
     for node in nodes:
         per_job = node.cpu_time / node.jobs_done if node.jobs_done else 0.0
         label = f'{node.ip_addr} ({node.name})' if node.name != node.ip_addr else node.ip_addr
@@ -28,7 +27,6 @@ def format_status(nodes: Iterable[DispyNode], wall_time: float) -> str:
                      f'{per_job:>8.3f} | {node.cpu_time:>13.3f} | {human_bytes(node.tx):>8} | '
                      f'{human_bytes(node.rx):>8}')
         total_time += node.cpu_time
-        total_jobs += node.jobs_done
     speedup = total_time / wall_time if wall_time > 0 else 0.0
     lines += ['', f'Total job time: {total_time:.3f} sec, wall time: {wall_time:.3f} sec, '
                   f'speedup: {speedup:.3f}', '']

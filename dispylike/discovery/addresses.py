@@ -43,13 +43,6 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def interface_of(address: str) -> Interface | None:
-    for iface in interfaces():
-        if iface.address == address:
-            return iface
-    return None
-
-
 def primary_address() -> str:
     """An address to advertise when none is given: the first non-loopback IPv4 address.
 

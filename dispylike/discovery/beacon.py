@@ -211,10 +211,6 @@ class ClientBeacon(_Beacon):
         data = d.encode(d.Probe(os.urandom(d.NONCE_SIZE)), self.secret)
         self.targets = _spray(self, data, self.ifaces, node_port, multicast_v4)
 
-    def probe_unicast(self, address: str, node_port: int) -> None:
-        self.send(d.encode(d.Probe(os.urandom(d.NONCE_SIZE)), self.secret),
-                  (address, node_port))
-
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         msg = self._decode(data, addr)
         if isinstance(msg, d.Announce):

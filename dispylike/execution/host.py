@@ -156,10 +156,6 @@ class ComputationHost:
         if uid in self._runs and not self.broken:
             self._send('cancel', uid, grace)
 
-    @property
-    def running(self) -> int:
-        return len(self._runs)
-
     # --- internals --------------------------------------------------------------
     def _send(self, *fields) -> None:
         if self._writer is None or self._writer.is_closing():

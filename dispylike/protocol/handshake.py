@@ -43,7 +43,6 @@ class Role(enum.IntEnum):
     NODE = 2
     SCHEDULER = 3
     RELAY = 4
-    JOB = 5
 
 
 def derive_key(secret: str | bytes) -> bytes:
@@ -62,9 +61,6 @@ def _reason(msg: Message) -> str:
 
 
 class _Side:
-    label_self: bytes
-    label_peer: bytes
-
     def __init__(self, secret: str | bytes, nonce: bytes | None) -> None:
         self._key = derive_key(secret)
         self.nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)

@@ -115,13 +115,6 @@ class Scheduler:
         n = self._nodes.get(node)
         return sorted(n.running) if n else []
 
-    def has_node(self, node: NodeKey) -> bool:
-        return node in self._nodes
-
-    def node_free(self, node: NodeKey) -> int:
-        n = self._nodes.get(node)
-        return n.free if n else 0
-
     # --- node events --------------------------------------------------------------
     def add_node(self, node: NodeKey, cpus: int) -> list[Action]:
         if cpus < 1:

@@ -10,6 +10,7 @@ import pytest
 
 import dispylike
 from dispylike import DispyJob
+from dispylike.testing import submit_unserved
 
 # Test functions travel by value, as functions of a client's __main__ do.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -159,10 +160,7 @@ def test_second_client_is_refused_while_node_is_held(node, caplog):
     with cluster_for(node, square) as first:
         assert first.submit(2)() == 4
         with cluster_for(node, square) as second:
-            job = second.submit(3)
-            assert second.wait(timeout=1.5) is False
-            second.close(timeout=0, terminate=True)
-            assert job.status in (DispyJob.Cancelled, DispyJob.Abandoned)
+            submit_unserved(second, 3, wait=1.5)
         assert first.submit(5)() == 25
     assert any('in use by' in r.getMessage() for r in caplog.records)
 

@@ -12,7 +12,7 @@ import pytest
 import dispylike
 from dispylike import DispyJob
 from dispylike.protocol import handshake as hs
-from dispylike.testing import NodeProcess
+from dispylike.testing import NodeProcess, submit_unserved
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 DEPS = os.path.join(os.path.dirname(__file__), 'deps')
@@ -192,10 +192,7 @@ def bad_setup():
 
 def test_failing_setup_means_no_jobs_and_a_clear_log(node, caplog):
     with cluster_for(node, lookup, setup=bad_setup) as c:
-        job = c.submit(1)
-        assert c.wait(timeout=3) is False
-        c.close(timeout=0, terminate=True)
-        assert job.status in (DispyJob.Cancelled, DispyJob.Abandoned)
+        submit_unserved(c, 1, wait=3)
     assert any('setup exploded' in r.getMessage() for r in caplog.records)
 
 
@@ -220,10 +217,7 @@ def square(n):
 def test_wrong_secret_is_refused_and_node_keeps_serving(caplog):
     with NodeProcess(cpus=1, secret='right') as node:
         with cluster_for(node, square, secret='wrong') as c:
-            job = c.submit(2)
-            assert c.wait(timeout=2) is False
-            c.close(timeout=0, terminate=True)
-        assert job.status != DispyJob.Finished
+            submit_unserved(c, 2)
         assert any('secret mismatch' in r.getMessage() for r in caplog.records)
         assert 'secret mismatch' in node.log()
         with cluster_for(node, square, secret='right') as c:

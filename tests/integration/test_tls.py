@@ -11,9 +11,8 @@ import pytest
 from cryptography import x509
 
 import dispylike
-from dispylike import DispyJob
 from dispylike.security.certs import make_self_signed, write_pair
-from dispylike.testing import NodeProcess
+from dispylike.testing import NodeProcess, submit_unserved
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 #: Before 3.11 asyncio runs server-side TLS itself and logs failures only in debug mode.
@@ -52,10 +51,7 @@ def test_jobs_over_tls(cert):
 def test_plain_client_against_tls_node_fails_clearly(cert, caplog):
     with NodeProcess(cpus=1, extra=['--certfile', cert]) as node:
         with cluster_for(node) as c:
-            job = c.submit(2)
-            assert c.wait(timeout=2) is False
-            c.close(timeout=0, terminate=True)
-        assert job.status != DispyJob.Finished
+            submit_unserved(c, 2)
         assert any('TLS' in r.getMessage() or 'closed' in r.getMessage()
                    for r in caplog.records if r.levelname == 'WARNING')
         if NODE_LOGS_TLS:
@@ -67,10 +63,7 @@ def test_plain_client_against_tls_node_fails_clearly(cert, caplog):
 def test_tls_client_against_plain_node_fails_clearly(cert, caplog):
     with NodeProcess(cpus=1) as node:
         with cluster_for(node, certfile=cert) as c:
-            job = c.submit(2)
-            assert c.wait(timeout=2) is False
-            c.close(timeout=0, terminate=True)
-        assert job.status != DispyJob.Finished
+            submit_unserved(c, 2)
         assert any('TLS' in r.getMessage() for r in caplog.records)
         assert 'speaks TLS' in node.log()
 
@@ -79,10 +72,7 @@ def test_wrong_certificate_is_refused_on_both_ends(cert, other_cert, caplog):
     certfile, keyfile = other_cert
     with NodeProcess(cpus=1, extra=['--certfile', cert]) as node:
         with cluster_for(node, certfile=certfile, keyfile=keyfile) as c:
-            job = c.submit(2)
-            assert c.wait(timeout=2) is False
-            c.close(timeout=0, terminate=True)
-        assert job.status != DispyJob.Finished
+            submit_unserved(c, 2)
         assert any('certificate' in r.getMessage().lower() for r in caplog.records)
         if NODE_LOGS_TLS:
             assert 'rejected' in node.log()
@@ -96,10 +86,7 @@ def test_expired_certificate_is_refused(tmp_path, caplog):
     write_pair(*make_self_signed(['127.0.0.1'], days=30, not_before=old), str(path), None)
     with NodeProcess(cpus=1, extra=['--certfile', str(path)]) as node:
         with cluster_for(node, certfile=str(path)) as c:
-            job = c.submit(2)
-            assert c.wait(timeout=2) is False
-            c.close(timeout=0, terminate=True)
-        assert job.status != DispyJob.Finished
+            submit_unserved(c, 2)
         assert any('expired' in r.getMessage() for r in caplog.records)
 
 

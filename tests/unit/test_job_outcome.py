@@ -1,6 +1,5 @@
 """Turning a job process's raw output into an outcome (the node's side, pure)."""
 
-import os
 import pickle
 import signal
 
@@ -52,6 +51,3 @@ def test_malformed_output_is_refused():
         assert out.payload != b'abc'
     assert outcome_from_report(EXITED_0, 0, 'not bytes').status is JobStatus.Terminated
 
-
-def test_wait_status_helpers_agree_with_os():
-    assert os.WIFSIGNALED(KILLED_SEGV) and os.WEXITSTATUS(3 << 8) == 3
