@@ -18,6 +18,7 @@ unpickled here; user callbacks are handed to the callback thread.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import pickle
@@ -89,6 +90,12 @@ class NodeLink:
     releasing: bool = False          # close_node / resetup_node in progress
     last_rx: float = 0.0             # monotonic time anything last came from the node
     idle: asyncio.Event = field(default_factory=set_event)   # no job of ours runs there
+    user_paused: bool = False        # deallocate_node
+    service_paused: bool = False     # the node is out of service hours
+
+    @property
+    def accepting(self) -> bool:
+        return not (self.user_paused or self.service_paused)
 
 
 class Engine(NodeFinder, NodeManagement):
@@ -118,6 +125,7 @@ class Engine(NodeFinder, NodeManagement):
         self._file_waiters: dict[tuple[str, str], asyncio.Future] = {}
         self.beacon: ClientBeacon | None = None
         self._discovery: asyncio.Task | None = None
+        self._former: dict[str, DispyNode] = {}  # lost nodes that may still hold our jobs
 
     # --- nodes ------------------------------------------------------------------
     async def add_nodes(self, specs: list[NodeAllocate]) -> None:
@@ -173,7 +181,9 @@ class Engine(NodeFinder, NodeManagement):
             warn('node %s:%s is not used: %s', host, port, exc)
             return
         try:
-            link = await self._setup(conn, spec, f'{host}:{port}')
+            link = await self._attach(conn, spec, f'{host}:{port}')
+            if link is None:
+                link = await self._setup(conn, spec, f'{host}:{port}')
         except (DispyError, OSError, asyncio.TimeoutError) as exc:
             warn('node %s:%s is not used: %s', host, port, exc)
             conn.abort()
@@ -195,6 +205,31 @@ class Engine(NodeFinder, NodeManagement):
         self._on_status(NodeStatus.Initialized, link.node, None)
         log.info('node %s (%s) joined with %d CPU(s)', link.node.name, link.key, link.node.cpus)
         self._apply(self.sched.add_node(link.key, link.node.cpus))
+
+    async def _attach(self, conn: Connection, spec: NodeAllocate, key: str) -> NodeLink | None:
+        """A node we lost may still hold our computation (its link broke, then healed):
+        take it over again.  The jobs it ran for us were rescheduled or abandoned when
+        it was lost, so what still runs there is cancelled and late replies dropped."""
+        node = self._former.get(key)
+        if node is None or isinstance(spec, LocalNode):
+            return None
+        conn.send(m.Attach(self.cfg.comp_id))
+        reply = await asyncio.wait_for(conn.recv(), self.cfg.msg_timeout)
+        if not isinstance(reply, m.Attached):
+            raise ProtocolError(f'expected Attached, got {type(reply).__name__}')
+        if not reply.ok:
+            log.debug('node %s no longer has our computation (%s): setting it up again',
+                      key, reply.reason)
+            del self._former[key]
+            return None
+        del self._former[key]
+        for uid, attempt in reply.running:
+            if not self.sched.is_current(uid, attempt, key):
+                conn.send(m.CancelJob(uid, attempt))
+        node.busy = 0
+        log.info('node %s (%s) is back with our computation: %d stale job(s) cancelled there',
+                 node.name, key, len(reply.running))
+        return NodeLink(key, conn, node, spec=spec)
 
     async def _setup(self, conn: Connection, spec: NodeAllocate, key: str) -> NodeLink | None:
         timeout = self.cfg.msg_timeout
@@ -219,6 +254,8 @@ class Engine(NodeFinder, NodeManagement):
         node.avail_cpus, node.avail_info = info.cpus, avail
         files = list(cfg.package.files) + classify_depends(spec.depends)[2]
         for path, relpath, mode in files:
+            if not cfg.remove_files and await self._node_has(conn, path, relpath, mode):
+                continue
             node.tx += await self._send_file(conn, path, relpath, mode)
         setup_args = cloudpickle.dumps(spec.setup_args, protocol=5) if spec.setup_args else b''
         conn.send(m.StartComputation(cfg.comp_id, setup_args))
@@ -235,8 +272,23 @@ class Engine(NodeFinder, NodeManagement):
                 break
             raise ProtocolError(f'unexpected {type(reply).__name__} during setup')
         if not reply.ok:
+            self._on_status(NodeStatus.Closed, node, None)   # the node failed: say so
             raise ComputationError(f'on {info.name}: {reply.error}')
         return NodeLink(key, conn, node, spec=spec)
+
+    async def _node_has(self, conn: Connection, path: str, relpath: str, mode: int) -> bool:
+        """cleanup=False: ask whether the node kept this very file (size and SHA-256)
+        from an earlier cluster with the same dest_path."""
+        size, digest = await asyncio.to_thread(_size_and_sha256, path)
+        conn.send(m.FileOffer(self.cfg.comp_id, relpath, size, digest, mode))
+        while True:
+            reply = await asyncio.wait_for(conn.recv(), self.cfg.msg_timeout)
+            if isinstance(reply, m.FileOfferReply) and reply.relpath == relpath:
+                return reply.have
+            if isinstance(reply, m.FileStored) and reply.error:
+                raise ComputationError(f'node refused file {reply.relpath!r}: {reply.error}')
+            if not isinstance(reply, m.FileStored):
+                raise ProtocolError(f'unexpected {type(reply).__name__} during setup')
 
     async def _send_file(self, conn: Connection, path: str, relpath: str, mode: int) -> int:
         sent = 0
@@ -276,6 +328,8 @@ class Engine(NodeFinder, NodeManagement):
                     link.closed.set()
                 elif isinstance(msg, m.Refused):
                     log.warning('node %s refused: %s', link.node.name, msg.reason)
+                elif isinstance(msg, m.ServiceChange):
+                    self._on_service_change(link, msg)
                 else:
                     raise ProtocolError(f'unexpected {type(msg).__name__}')
         except (DispyError, OSError) as exc:
@@ -283,6 +337,15 @@ class Engine(NodeFinder, NodeManagement):
         finally:
             link.closed.set()
             self._node_lost(link, reason)
+
+    def _on_service_change(self, link: NodeLink, msg: m.ServiceChange) -> None:
+        """The node stops or resumes taking jobs (service hours, shutdown).  When it
+        ends service it closes the link itself: its jobs are then treated as lost."""
+        log.warning('node %s (%s): %s', link.node.name, link.key, msg.reason)
+        if msg.ending:
+            self._former.pop(link.key, None)
+        link.service_paused = not msg.serving
+        self._apply(self.sched.set_accepting(link.key, link.accepting))
 
     def _on_provisional(self, link: NodeLink, msg: m.ProvisionalResult) -> None:
         job = self.jobs.get(msg.uid)
@@ -334,6 +397,8 @@ class Engine(NodeFinder, NodeManagement):
         self._known.discard(link.key)
         if (not self._closing and link.key not in self._closing_links and link.spec is not None
                 and not isinstance(link.spec, LocalNode)):
+            if not link.service_paused:    # a node that ended service dropped our work
+                self._former[link.key] = link.node
             self._tasks.add(asyncio.get_running_loop().create_task(
                 self._rejoin(link.spec, link.key)))
         if not self._closing and link.key not in self._closing_links:
@@ -499,6 +564,16 @@ class Engine(NodeFinder, NodeManagement):
             self._apply([Finalize(uid, JobStatus.Abandoned, 'the cluster was closed')])
         for _ in range(3):  # aborted transports close their sockets on the next turns
             await asyncio.sleep(0)
+
+
+def _size_and_sha256(path: str) -> tuple[int, bytes]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, 'rb') as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.digest()
 
 
 def _decode_reply(payload: bytes) -> tuple[Any, str | None, str | None, str | None]:

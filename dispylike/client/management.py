@@ -46,7 +46,9 @@ class NodeManagement:
         key = self.find_node(node)
         if key is None or self.links[key].releasing:
             return -1
-        self._apply(self.sched.set_accepting(key, accepting))
+        link = self.links[key]
+        link.user_paused = not accepting
+        self._apply(self.sched.set_accepting(key, link.accepting))
         return 0
 
     async def allocate_node(self, node: Any) -> int:

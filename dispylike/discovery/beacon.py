@@ -123,6 +123,7 @@ class NodeBeacon(_Beacon):
     def __init__(self, secret: str, announcement: Callable[[bytes], d.Announce]) -> None:
         super().__init__(secret)
         self.announcement = announcement
+        self.silent = False          # out of service hours: probes are not answered
         self._window = 0.0
         self._replies = 0
 
@@ -140,7 +141,7 @@ class NodeBeacon(_Beacon):
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         msg = self._decode(data, addr)
-        if not isinstance(msg, d.Probe):
+        if not isinstance(msg, d.Probe) or self.silent:
             return
         now = time.monotonic()
         if now - self._window >= 1.0:

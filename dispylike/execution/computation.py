@@ -166,14 +166,19 @@ def rebind(func: Any, ns: dict) -> Any:
     return new
 
 
-def load(code: bytes, dest_path: str, node_globals: dict[str, Any]) -> Loaded:
-    """Unpickle a bundle into a fresh ``__main__`` namespace rooted at ``dest_path``."""
-    os.chdir(dest_path)
+def load(code: bytes, dest_path: str, node_globals: dict[str, Any],
+         own_process: bool = True) -> Loaded:
+    """Unpickle a bundle into a fresh ``__main__`` namespace rooted at ``dest_path``.
+    ``own_process`` False (the node's --unsafe_setup): leave the process's working
+    directory and ``__main__`` alone."""
+    if own_process:
+        os.chdir(dest_path)
     if dest_path not in sys.path:
         sys.path.insert(0, dest_path)
     ns = types.ModuleType('__main__')
     ns.__dict__['__builtins__'] = __builtins__
-    sys.modules['__main__'] = ns
+    if own_process:
+        sys.modules['__main__'] = ns
     ns.__dict__.update(node_globals)
     bundle = cloudpickle.loads(code)
     d = ns.__dict__

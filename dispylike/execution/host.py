@@ -10,16 +10,21 @@ anything from the computation process but plain data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
 import socket
 import sys
+import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ComputationError, ProtocolError
 from ..protocol.frames import FrameDecoder
+from ..protocol.messages import safe_loads
 from ..status import JobStatus
 from . import channel
 from .processes import PACKAGE_ROOT, describe_wait_status
@@ -75,11 +80,13 @@ class ComputationHost:
     def __init__(self, comp_id: str, name: str, dest_path: str,
                  on_broken: Callable[[str], None] | None = None,
                  on_provisional: Callable[[int, int, bytes], None] | None = None,
-                 on_file: Callable[[int, int, str, bytes], None] | None = None) -> None:
+                 on_file: Callable[[int, int, str, bytes], None] | None = None,
+                 on_shutdown: Callable[[], None] | None = None) -> None:
         self.comp_id = comp_id
         self._on_file = on_file
         self._on_broken = on_broken
         self._on_provisional = on_provisional
+        self._on_shutdown = on_shutdown
         self._closing = False
         self.name = name
         self.dest_path = dest_path
@@ -89,12 +96,43 @@ class ComputationHost:
         self._runs: dict[int, tuple[int, asyncio.Future]] = {}   # uid -> (attempt, future)
         self._ready: asyncio.Future | None = None
         self._closed_fut: asyncio.Future | None = None
+        self._in_process: InProcessSetup | None = None
         self.broken = ''
 
     # --- lifecycle --------------------------------------------------------------
     async def start(self, code: bytes, node_globals: dict, setup_args: bytes = b'',
-                    timeout: float | None = None, spares: int = 1) -> None:
-        """Start the process, load the computation, run setup; ComputationError on failure."""
+                    timeout: float | None = None, spares: int = 1,
+                    in_process: bool = False) -> None:
+        """Start the process, load the computation, run setup; ComputationError on failure.
+
+        Setup runs in the computation's process, whose forks run the jobs; if setup
+        returns 1 (or 0 without making globals) its globals, plain data only, go to a
+        fresh process instead.  ``in_process`` (dispynode --unsafe_setup): setup and
+        cleanup run in this (the node's) process; jobs still fork from a computation
+        process, never from the multi-threaded node, and get setup's globals."""
+        if in_process:
+            self._in_process = InProcessSetup(code, node_globals, self.dest_path,
+                                              self._shutdown_from_thread())
+            handed = await asyncio.to_thread(self._in_process.setup, setup_args)
+            kind, data = await self._launch(code, node_globals, b'', spares, timeout,
+                                            run_setup=False, handed=handed)
+        else:
+            kind, data = await self._launch(code, node_globals, setup_args, spares, timeout)
+            if kind == 'handover':
+                handed = _check_handover(data)
+                await self.close(run_cleanup=False)
+                self._closing, self.broken = False, ''
+                kind, data = await self._launch(code, node_globals, b'', spares, timeout,
+                                                run_setup=False, handed=handed)
+        if kind != 'ready':
+            await self.close(run_cleanup=False)
+            raise ComputationError(data if kind == 'error' else f'setup failed:\n{data}')
+
+    async def _launch(self, code: bytes, node_globals: dict, setup_args: bytes, spares: int,
+                      timeout: float | None, run_setup: bool = True,
+                      handed: bytes = b'') -> tuple[str, Any]:
+        """Start a computation process and load the computation into it: returns
+        ('ready', ''), ('failed', traceback), ('handover', globals) or ('error', why)."""
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         try:
@@ -108,19 +146,29 @@ class ComputationHost:
         self._ready = loop.create_future()
         self._closed_fut = loop.create_future()
         self._reader_task = loop.create_task(self._read_ctl(reader))
-        self._send('load', code, self.dest_path, node_globals, setup_args, spares)
+        self._send('load', code, self.dest_path, node_globals, setup_args, spares, run_setup,
+                   handed)
         try:
-            error = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+            return await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except asyncio.TimeoutError:
-            error = f'setup did not finish within {timeout} s'
-        if error:
-            await self.close(run_cleanup=False)
-            raise ComputationError(error)
+            return 'error', f'setup did not finish within {timeout} s'
+
+    def _shutdown_from_thread(self) -> Callable[[], None]:
+        loop = asyncio.get_running_loop()
+
+        def shutdown() -> None:
+            if self._on_shutdown is not None:
+                loop.call_soon_threadsafe(self._on_shutdown)
+        return shutdown
 
     async def close(self, run_cleanup: bool, timeout: float = 30.0) -> str:
         """Kill remaining jobs, run cleanup (if asked), stop the process.  Returns cleanup error."""
         error = ''
         self._closing = True
+        if self._in_process is not None and run_cleanup:
+            self._fail_all('the computation was closed on the node')   # jobs end first
+            error = await asyncio.to_thread(self._in_process.cleanup)
+            run_cleanup = False
         if self._proc is not None and self._proc.returncode is None and not self.broken:
             try:
                 self._send('close', run_cleanup)
@@ -176,7 +224,7 @@ class ComputationHost:
         finally:
             self.broken = self.broken or 'the computation process exited'
             if self._ready is not None and not self._ready.done():
-                self._ready.set_result('the computation process exited during setup')
+                self._ready.set_result(('error', 'the computation process exited during setup'))
             if self._closed_fut is not None and not self._closed_fut.done():
                 self._closed_fut.set_result('')
             self._fail_all('the computation process died')
@@ -206,9 +254,12 @@ class ComputationHost:
             if entry is not None and entry[0] == msg[2]:
                 entry[1].set_result(JobOutcome(JobStatus.Terminated, 0.0, 0.0,
                                                failure_payload(str(msg[3]))))
-        elif kind in ('ready', 'failed') and len(msg) == 2:
+        elif kind in ('ready', 'failed', 'handover') and len(msg) == 2:
             if self._ready is not None and not self._ready.done():
-                self._ready.set_result('' if kind == 'ready' else f'setup failed:\n{msg[1]}')
+                self._ready.set_result((kind, msg[1]))
+        elif kind == 'shutdown' and len(msg) == 1:
+            if self._on_shutdown is not None:
+                self._on_shutdown()
         elif kind == 'closed' and len(msg) == 2:
             if self._closed_fut is not None and not self._closed_fut.done():
                 self._closed_fut.set_result(str(msg[1]))
@@ -221,3 +272,81 @@ class ComputationHost:
             if not fut.done():
                 fut.set_result(JobOutcome(JobStatus.Terminated, 0.0, 0.0,
                                           failure_payload(reason)))
+
+
+def _check_handover(data: object) -> bytes:
+    """Globals handed over by setup (returned 1): plain data only, checked here too."""
+    if isinstance(data, bytes):
+        try:
+            value = safe_loads(data)
+        except ProtocolError as exc:
+            raise ComputationError(f'setup\'s globals are not plain data: {exc}') from None
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return data
+    raise ComputationError('malformed globals from setup')
+
+
+class InProcessSetup:
+    """``--unsafe_setup``: the computation's setup and cleanup run in the node process
+    (in a worker thread, in a namespace of their own).  Their globals are handed to
+    the computation process the jobs fork from, so they must pickle."""
+
+    def __init__(self, code: bytes, node_globals: dict, dest_path: str,
+                 shutdown: Callable[[], None]) -> None:
+        self.code = code
+        self.node_globals = dict(node_globals, dispynode_shutdown=shutdown,
+                                 dispynode_logger=logging.getLogger('dispynode'))
+        self.dest_path = dest_path
+        self.loaded = None
+
+    def setup(self, setup_args: bytes) -> bytes:
+        import cloudpickle  # the node imports it only when --unsafe_setup is used
+
+        from .computation import load
+        with _cwd(self.dest_path):
+            try:
+                self.loaded = load(self.code, self.dest_path, self.node_globals,
+                                   own_process=False)
+                ns = self.loaded.ns.__dict__
+                if self.loaded.setup is None:
+                    return b''
+                before = {name: id(value) for name, value in ns.items()}
+                args = pickle.loads(setup_args) if setup_args else ()
+                ret = self.loaded.setup(*args)
+            except BaseException:  # noqa: BLE001 - user code: any failure is reported
+                raise ComputationError(f'setup failed:\n{traceback.format_exc()}') from None
+        if ret not in (0, 1, 2):
+            raise ComputationError(f'setup failed: it returned {ret!r}; it must return 0, '
+                                   '1 or 2')
+        made = {name: value for name, value in ns.items()
+                if not name.startswith('__') and before.get(name) != id(value)}
+        try:
+            return cloudpickle.dumps(made, protocol=5)
+        except Exception as exc:  # noqa: BLE001 - any unpicklable global
+            raise ComputationError(f'setup\'s globals cannot be handed to the jobs\' '
+                                   f'process: {exc}') from None
+
+    def cleanup(self) -> str:
+        if self.loaded is None or self.loaded.cleanup is None:
+            return ''
+        with _cwd(self.dest_path):
+            try:
+                self.loaded.cleanup()
+            except BaseException:  # noqa: BLE001 - reported to the node's log
+                return traceback.format_exc()
+        return ''
+
+
+_CWD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _cwd(path: str):
+    """Run in ``path``: the node process has one working directory, so one at a time."""
+    with _CWD_LOCK:
+        old = os.getcwd()
+        os.chdir(path)
+        try:
+            yield
+        finally:
+            os.chdir(old)

@@ -46,6 +46,7 @@ import cloudpickle
 
 from .. import config
 from ..protocol.frames import FrameDecoder
+from ..protocol.messages import safe_loads
 from ..status import JobStatus
 from . import channel
 from .computation import JobDepends, Loaded, load, rebind
@@ -141,16 +142,30 @@ class Zygote:
 
     # --- computation ----------------------------------------------------------------
     def do_load(self, code: bytes, dest_path: str, node_globals: dict, setup_args: bytes,
-                spares: int) -> None:
+                spares: int, run_setup: bool = True, handed: bytes = b'') -> None:
+        """Load the computation and run setup.  Setup's return value picks where jobs
+        fork from (dispy's rule): 2, or 0 when setup made globals, this process; 1, or
+        0 without globals, a fresh one: its globals (plain data only) are handed to
+        the node, which starts a new computation process with them ('handover')."""
         node_globals = dict(node_globals)
         node_globals['dispynode_logger'] = logging.getLogger('dispynode')
+        node_globals['dispynode_shutdown'] = self._shutdown_node
         try:
             self.loaded = load(code, dest_path, node_globals)
-            args = pickle.loads(setup_args) if setup_args else ()
-            if self.loaded.setup is not None:
+            ns = self.loaded.ns.__dict__
+            if handed:
+                ns.update(cloudpickle.loads(handed))  # from a setup run elsewhere
+            if run_setup and self.loaded.setup is not None:
+                before = {name: id(value) for name, value in ns.items()}
+                args = pickle.loads(setup_args) if setup_args else ()
                 ret = self.loaded.setup(*args)
                 if ret not in SETUP_OK:
                     raise RuntimeError(f'setup returned {ret!r}; it must return 0, 1 or 2')
+                made = {name: value for name, value in ns.items()
+                        if not name.startswith('__') and before.get(name) != id(value)}
+                if ret == 1 or (ret == 0 and not made):
+                    _send(self.ctl, 'handover', plain_globals(made, ret))
+                    return
         except BaseException:  # noqa: BLE001 - any failure of user setup is reported
             _send(self.ctl, 'failed', traceback.format_exc())
             return
@@ -159,6 +174,11 @@ class Zygote:
         self.spare_high = 3 * self.spare_low
         self._top_up()
         _send(self.ctl, 'ready', '')
+
+    def _shutdown_node(self) -> None:
+        """``dispynode_shutdown()`` for cleanup: ask the node to exit (it does so only
+        if it was started with --client_shutdown)."""
+        _send(self.ctl, 'shutdown')
 
     def finish(self, run_cleanup: bool) -> None:
         self.spare_low = self.spare_high = 0
@@ -351,6 +371,21 @@ class Zygote:
             self._report(child)
             if block:
                 return
+
+
+def plain_globals(made: dict[str, Any], mode: int) -> bytes:
+    """Pickle setup's globals for the node, which accepts plain data only (numbers,
+    strings, containers): say clearly which global is not."""
+    for name, value in made.items():
+        try:
+            safe_loads(pickle.dumps(value, protocol=5))
+        except Exception as exc:  # noqa: BLE001 - any unpicklable or non-plain value
+            raise RuntimeError(
+                f'setup returned {mode}, so its globals are handed to the node, which takes '
+                f'plain data only (numbers, strings, lists, dicts, ...): {name!r} is a '
+                f'{type(value).__name__} ({exc}); return 2 to keep jobs in the setup '
+                'process instead') from None
+    return pickle.dumps(made, protocol=5)
 
 
 def _capture_run(loaded: Loaded, payload: bytes) -> tuple[Any, str, str, str | None, JobStatus]:

@@ -1,9 +1,16 @@
-"""Command line of dispynode."""
+"""Command line of dispynode.
+
+Options may also come from a config file (``--config FILE``, INI format, one
+``[dispynode]`` section whose keys are the long option names); options given on
+the command line win.  ``--save_config FILE`` writes the options in effect and
+exits.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import configparser
 import logging
 import os
 import signal
@@ -14,7 +21,14 @@ from ..execution.processes import READY_LINE, set_parent_death_signal
 from ..log import setup_logging
 from ..transport.loop import new_event_loop
 from ..version import __version__
-from .daemon import DEFAULT_MAX_FILE_SIZE, NodeDaemon, NodeOptions, resolve_cpus
+from .console import start_console
+from .daemon import NodeDaemon
+from .options import DEFAULT_MAX_FILE_SIZE, DEFAULT_ZOMBIE_MINUTES, NodeOptions, resolve_cpus
+from .service import ServiceHours
+
+SECTION = 'dispynode'
+#: Options that are about this invocation, never read from or saved to a config file.
+NOT_CONFIG = {'config', 'save_config', 'ready_fd', 'exit_with_parent', 'help', 'version'}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help='largest file accepted, in bytes (0 = no limit; default 10 MB)')
     p.add_argument('--msg_timeout', type=float, default=config.MsgTimeout,
                    help='seconds a peer may take to complete a handshake')
+    p.add_argument('--zombie_interval', type=float, default=DEFAULT_ZOMBIE_MINUTES,
+                   help='minutes a client may stay disconnected before its jobs are '
+                        'terminated and its files cleaned (default %(default)g); until then '
+                        'its jobs run on and their results are kept for it')
+    p.add_argument('--ping_interval', type=float, default=0.0,
+                   help='seconds between re-announcements while no client uses the node '
+                        '(0 = announce at start only)')
+    p.add_argument('--service_start', default='', metavar='HH:MM',
+                   help='time of day the node starts taking jobs')
+    p.add_argument('--service_stop', default='', metavar='HH:MM',
+                   help='time of day the node stops taking new jobs (running jobs go on)')
+    p.add_argument('--service_end', default='', metavar='HH:MM',
+                   help='time of day the node terminates running jobs')
+    p.add_argument('--serve', type=int, default=0, metavar='N',
+                   help='exit after serving N clients (0 = serve forever)')
+    p.add_argument('--client_shutdown', action='store_true',
+                   help='let a computation\'s cleanup call dispynode_shutdown() to stop the node')
+    p.add_argument('--force_cleanup', action='store_true',
+                   help='remove clients\' files at the end even if they ask to keep them')
+    p.add_argument('--unsafe_setup', action='store_true',
+                   help='run setup and cleanup in the node\'s own process (default: in the '
+                        'computation\'s process, so one computation cannot disturb the node)')
     p.add_argument('--certfile', default='',
                    help='TLS certificate (may hold the key too); clients must use TLS')
     p.add_argument('--keyfile', default='', help='TLS private key, if not in --certfile')
@@ -49,18 +85,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--ipv4_udp_multicast', action='store_true',
                    help='announce with IPv4 multicast instead of broadcast')
     p.add_argument('--clean', action='store_true',
-                   help='remove files left under dest_path_prefix before starting')
+                   help='remove files left under dest_path_prefix at start and at exit')
     p.add_argument('--daemon', action='store_true',
-                   help='run without interactive console (the console is not available yet)')
+                   help='run without the interactive console (status, cpus N, quit)')
     p.add_argument('-d', '--debug', action='store_true', help='log debug messages')
+    p.add_argument('--config', metavar='FILE', help='read options from FILE (INI, section '
+                                                    f'[{SECTION}]); command-line options win')
+    p.add_argument('--save_config', metavar='FILE',
+                   help='save the options in effect to FILE and exit')
     p.add_argument('--ready_fd', type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument('--exit_with_parent', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--version', action='version', version=f'dispylike {__version__}')
     return p
 
 
+def config_argv(parser: argparse.ArgumentParser, path: str, argv: list[str]) -> list[str]:
+    """Turn a config file into command-line words (skipping options ``argv`` sets)."""
+    cp = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path) as f:
+            cp.read_file(f)
+    except (OSError, configparser.Error) as exc:
+        raise ValueError(f'cannot read config file {path}: {exc}') from None
+    if not cp.has_section(SECTION):
+        raise ValueError(f'config file {path} has no [{SECTION}] section')
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    given = {a.dest for a in actions.values() for word in argv
+             if word.split('=')[0] in a.option_strings}
+    words: list[str] = []
+    for key, value in cp.items(SECTION):
+        action = actions.get(key)
+        if action is None or key in NOT_CONFIG:
+            raise ValueError(f'config file {path}: unknown option {key!r}')
+        if key in given:
+            continue
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            if value.strip().lower() in ('1', 'true', 'yes', 'on'):
+                words.append(flag)
+            elif value.strip().lower() not in ('0', 'false', 'no', 'off', ''):
+                raise ValueError(f'config file {path}: {key} must be true or false')
+        elif isinstance(action, argparse._AppendAction):
+            for item in value.split():
+                words += [flag, item]
+        elif value.strip():
+            words += [flag, value.strip()]
+    return words
+
+
+def save_config(parser: argparse.ArgumentParser, args: argparse.Namespace, path: str) -> None:
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.add_section(SECTION)
+    for action in parser._actions:
+        if not action.option_strings or action.dest in NOT_CONFIG:
+            continue
+        value = getattr(args, action.dest)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = ' '.join(value)
+        cp.set(SECTION, action.dest, str(value))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold the secret
+    with os.fdopen(fd, 'w') as f:
+        cp.write(f)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = parser.parse_args(argv)
+    if first.config:
+        try:
+            argv = config_argv(parser, first.config, argv) + argv
+        except ValueError as exc:
+            parser.error(str(exc))
+        first = parser.parse_args(argv)
+    return parser, first
+
+
 def options_from_args(args: argparse.Namespace) -> NodeOptions:
     resolve_cpus(args.cpus, os.cpu_count() or 1)  # validate early, clear message
+    ServiceHours.parse(args.service_start, args.service_stop, args.service_end)
+    for name in ('zombie_interval', 'ping_interval', 'max_file_size', 'serve'):
+        if getattr(args, name) < 0:
+            raise ValueError(f'--{name} must not be negative')
+    if args.zombie_interval == 0:
+        raise ValueError('--zombie_interval must be more than 0 minutes')
     secret = args.secret if args.secret is not None else os.environ.get('DISPYLIKE_SECRET', '')
     return NodeOptions(hosts=args.host, ext_host=args.ext_host, dispy_port=args.dispy_port,
                        node_port=args.node_port, cpus=args.cpus, name=args.name,
@@ -68,10 +178,15 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
                        max_file_size=args.max_file_size, msg_timeout=args.msg_timeout,
                        certfile=args.certfile, keyfile=args.keyfile, cafile=args.cafile,
                        ipv4_udp_multicast=args.ipv4_udp_multicast,
-                       scheduler_hosts=args.scheduler_host)
+                       scheduler_hosts=args.scheduler_host,
+                       zombie_interval=args.zombie_interval, ping_interval=args.ping_interval,
+                       service_start=args.service_start, service_stop=args.service_stop,
+                       service_end=args.service_end, serve=args.serve,
+                       client_shutdown=args.client_shutdown, force_cleanup=args.force_cleanup,
+                       unsafe_setup=args.unsafe_setup)
 
 
-async def run_node(opts: NodeOptions, ready_fd: int = -1) -> None:
+async def run_node(opts: NodeOptions, ready_fd: int = -1, console: bool = False) -> None:
     node = NodeDaemon(opts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,26 +196,37 @@ async def run_node(opts: NodeOptions, ready_fd: int = -1) -> None:
     if ready_fd >= 0:  # whoever started us waits for this line (embedded node, tests)
         os.write(ready_fd, f'{READY_LINE} {node.ip_addr} {node.port}\n'.encode())
         os.close(ready_fd)
+    if console:
+        start_console(node, stop)
     try:
-        await stop.wait()
+        waits = [loop.create_task(stop.wait()), loop.create_task(node.done.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
+            task.cancel()
     finally:
         logging.getLogger('dispylike.node').info('dispynode shutting down')
         await node.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, args = parse_args(argv)
     try:
         opts = options_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.save_config:
+        try:
+            save_config(parser, args, args.save_config)
+        except OSError as exc:
+            parser.error(f'cannot write config file {args.save_config}: {exc}')
+        print(f'dispynode: options saved to {args.save_config}')
+        return 0
     if args.exit_with_parent:
         set_parent_death_signal(signal.SIGTERM)
     setup_logging(logging.DEBUG if args.debug else logging.INFO)
     try:
         loop = new_event_loop()
-        loop.run_until_complete(run_node(opts, args.ready_fd))
+        loop.run_until_complete(run_node(opts, args.ready_fd, console=not args.daemon))
     except OSError as exc:
         print(f'dispynode: {exc}', file=sys.stderr)
         return 1

@@ -2,19 +2,24 @@
 
 ::
 
-    client ──TCP (handshake)──> ClientSession ──> NodeComputation ──> ComputationHost
-                                   │  replies batched, kept until acked      (zygote + jobs)
-                                   └─ handler table: message type -> method
+    connection ──(handshake)──> ClientSession ──> NodeComputation ──> ComputationHost
+         │ handler table:           │ outlives its connection           (zygote + jobs)
+         │ message type -> method   │ replies kept until acknowledged
+         └─ Attach: a new connection takes over a session (link healed, recover_jobs)
 
-One client (a JobCluster) holds the node at a time; others are refused with
-the holder's name.  The node runs at most one job per CPU it serves; extra
-jobs wait in the node's queue.  When a client's connection ends, its
-computations are terminated and cleaned up and the node is free again.
+One client holds the node at a time; others are refused with the holder's
+name.  The node runs at most one job per CPU it serves; extra jobs wait in the
+node's queue.  A client that closes its computation frees the node at once;
+one whose connection is lost keeps its jobs running and its replies kept for
+``zombie_interval`` minutes, then its computations are terminated and cleaned.
+Housekeeping (service hours, zombies, re-announcements) runs once a tick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
 import logging
 import os
 import platform
@@ -34,9 +39,9 @@ import psutil
 from .. import config
 from ..discovery.addresses import primary_address
 from ..discovery.beacon import NodeBeacon
-from ..errors import ComputationError, ConnectionClosed, ProtocolError
+from ..errors import ComputationError, ProtocolError
 from ..execution.host import ComputationHost, JobOutcome, failure_payload
-from ..execution.staging import FileSink, StagingError, check_relpath
+from ..execution.staging import FileSink, StagingError, check_relpath, confined_path
 from ..protocol import messages as m
 from ..protocol.discovery import Announce
 from ..protocol.frames import DEFAULT_MESSAGE_CAP, PROTOCOL_VERSION
@@ -45,53 +50,20 @@ from ..status import JobStatus
 from ..transport.connection import Connection, Server
 from ..transport.loop import set_event
 from ..version import __version__
+from .options import DEFAULT_MAX_FILE_SIZE, NodeOptions, resolve_cpus
+from .service import Service, ServiceHours
+from .session import ClientSession
+
+__all__ = ['DEFAULT_MAX_FILE_SIZE', 'NodeDaemon', 'NodeOptions', 'resolve_cpus']
 
 log = logging.getLogger('dispylike.node')
 
-DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
-MAX_UNACKED = 100_000
 #: A peer silent for this many pulse intervals is taken for dead (dispy's rule).
 ZOMBIE_PULSES = 5
 MIN_PULSE = 0.2
-REPLY_BATCH_BYTES = 16 * 1024 * 1024
 #: A job result larger than this is refused (Terminated, with the reason): it must fit
 #: one message to the client (``frames.DEFAULT_MESSAGE_CAP``) with room to spare.
 MAX_RESULT_BYTES = DEFAULT_MESSAGE_CAP - 16 * 1024 * 1024
-
-
-@dataclass
-class NodeOptions:
-    hosts: list[str] = field(default_factory=list)
-    ext_host: str = ''
-    dispy_port: int = config.DispyPort
-    node_port: int | None = None      # explicit TCP port (0 = any free); default NodePort
-    cpus: int = 0                     # 0 = all; negative = all but that many
-    name: str = ''
-    dest_path_prefix: str = ''
-    secret: str = ''
-    clean: bool = False
-    max_file_size: int = DEFAULT_MAX_FILE_SIZE
-    msg_timeout: float = config.MsgTimeout
-    cancel_grace: float = 5.0
-    certfile: str = ''
-    keyfile: str = ''
-    cafile: str = ''
-    ipv4_udp_multicast: bool = False
-    discovery: bool = True            # answer UDP probes and announce at start-up
-    scheduler_hosts: list[str] = field(default_factory=list)   # also announced to, unicast
-
-
-def resolve_cpus(requested: int, available: int) -> int:
-    """dispy's rule: 0 = all, negative = all but that many, else at most the machine's."""
-    if requested == 0:
-        return available
-    if requested < 0:
-        if available + requested < 1:
-            raise ValueError(f'cpus {requested} leaves no CPU of {available}')
-        return available + requested
-    if requested > available:
-        raise ValueError(f'cpus {requested} is more than the {available} this machine has')
-    return requested
 
 
 @dataclass
@@ -118,61 +90,35 @@ class _Queued:
     payload: bytes
 
 
-class ClientSession:
-    """One authenticated client connection and what it owns on this node."""
-
-    def __init__(self, node: NodeDaemon, conn: Connection) -> None:
-        self.node = node
-        self.conn = conn
-        self.client = conn.peer
-        self.comps: dict[str, NodeComputation] = {}
-        # Replies the client has not acknowledged yet.  Nothing is resent from here
-        # today (the connection is the session); the record is what delivery after
-        # a reconnect (issue 5) will build on.  Bounded, as the peer sets its size.
-        self.unacked: dict[tuple[int, int], None] = {}
-        self.tasks: set[asyncio.Task] = set()    # long handlers (setup, close)
-        self.last_rx = time.monotonic()
-        self.pulse_task: asyncio.Task | None = None
-        self._outbox: list[tuple] = []
-        self._outbox_bytes = 0
-
-    def reply(self, entry: tuple) -> None:
-        self.unacked[(entry[0], entry[1])] = None
-        if len(self.unacked) > MAX_UNACKED:
-            del self.unacked[next(iter(self.unacked))]
-        if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(entry)
-        self._outbox_bytes += len(entry[5])
-        if self._outbox_bytes > REPLY_BATCH_BYTES:   # keep each message far below the cap
-            self._flush()
-
-    def _flush(self) -> None:
-        batch, self._outbox, self._outbox_bytes = tuple(self._outbox), [], 0
-        if batch and not self.conn.closed:
-            try:
-                self.conn.send(m.JobReplies(batch))
-            except ConnectionClosed:
-                pass
-
-
 class NodeDaemon:
-    """The dispynode service.  ``await start()``, then ``await serve_until(event)``."""
+    """The dispynode service.  ``await start()``; ``done`` is set when it wants to exit
+    (``--serve`` reached, ``dispynode_shutdown()``); ``await stop()`` releases it all.
+    ``clock`` (local time of day, for service hours) is injectable for tests."""
 
-    def __init__(self, opts: NodeOptions) -> None:
+    def __init__(self, opts: NodeOptions,
+                 clock: Callable[[], dt.datetime] = dt.datetime.now) -> None:
         self.opts = opts
+        self.clock = clock
+        self.hours = ServiceHours.parse(opts.service_start, opts.service_stop, opts.service_end)
+        self.service = Service.SERVING
         self.cpus = resolve_cpus(opts.cpus, os.cpu_count() or 1)
         self.name = opts.name or socket.gethostname()
         self.incarnation = random.getrandbits(63)
-        self.prefix = opts.dest_path_prefix or os.path.join(tempfile.gettempdir(), 'dispylike',
-                                                            'node')
+        self.prefix = os.path.abspath(opts.dest_path_prefix or os.path.join(
+            tempfile.gettempdir(), 'dispylike', 'node'))
         self.ip_addr = ''
         self.port = 0
         self.owner: ClientSession | None = None
+        self.clients: set[ClientSession] = set()     # own computations, attached or not
         self.free = self.cpus
         self.queue: deque[_Queued] = deque()
         self.jobs_done = 0
+        self.served = 0
+        self.done = asyncio.Event()
+        self.tick = 1.0
+        self._last_announce = time.monotonic()
         self._sessions: set[asyncio.Task] = set()
+        self._housekeeper: asyncio.Task | None = None
         self.beacon: NodeBeacon | None = None
         self._server = Server(opts.secret, self._serve_client, name='dispynode',
                               handshake_timeout=opts.msg_timeout,
@@ -182,10 +128,11 @@ class NodeDaemon:
         self._handlers: dict[type, Callable[[ClientSession, Any], Any]] = {
             m.NodeInfoRequest: self._on_info,
             m.SetupComputation: self._on_setup,
+            m.FileOffer: self._on_file_offer,
             m.FileChunk: self._on_file,
             m.StartComputation: self._on_start,
             m.RunJobs: self._on_run,
-            m.AckReplies: self._on_ack,
+            m.AckReplies: lambda session, msg: session.ack(msg.keys),
             m.CancelJob: self._on_cancel,
             m.CloseComputation: self._on_close,
             m.Heartbeat: lambda session, msg: None,   # receiving it is the point
@@ -207,6 +154,7 @@ class NodeDaemon:
         if not self.opts.ext_host and not hosts[0]:
             log.info('advertising %s (the first non-loopback address; the host name may '
                      'resolve to a loopback address)', self.ip_addr)
+        self.service = self.hours.state(self.clock())
         if self.opts.discovery:
             await self._start_beacon([h for h in hosts if h])
         log.info('dispylike node %s (protocol %d) "%s" serving %d CPU%s at %s:%d '
@@ -214,41 +162,122 @@ class NodeDaemon:
                  self.cpus, '' if self.cpus == 1 else 's', self.ip_addr, self.port,
                  ', '.join(h or '*' for h in hosts), ', TLS' if self.opts.certfile else '',
                  self.prefix)
+        if not self.hours.always:
+            log.info('service hours: %s; now %s', self.hours.describe(), self.service.value)
+        self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
 
     async def _start_beacon(self, addresses: list[str]) -> None:
         self.beacon = NodeBeacon(self.opts.secret, self._announcement)
+        self.beacon.silent = self.service is not Service.SERVING
         try:
             await self.beacon.start(self.port, addresses)
         except OSError as exc:
             log.warning('discovery disabled: cannot listen on UDP port %d: %s', self.port, exc)
+            self.beacon = None
             return
-        targets = self.beacon.announce(config.port_of('ClientPort', self.opts.dispy_port),
-                                       self.opts.ipv4_udp_multicast, self.opts.scheduler_hosts)
-        log.info('answering discovery on UDP port %d; announced to %s', self.port,
-                 ', '.join(targets) or 'nobody (no broadcast or multicast interface)')
+        if self.service is Service.SERVING:
+            log.info('answering discovery on UDP port %d; announced to %s', self.port,
+                     ', '.join(self._announce()) or 'nobody (no broadcast or multicast '
+                                                    'interface)')
+
+    def _announce(self) -> list[str]:
+        self._last_announce = time.monotonic()
+        if self.beacon is None:
+            return []
+        return self.beacon.announce(config.port_of('ClientPort', self.opts.dispy_port),
+                                    self.opts.ipv4_udp_multicast, self.opts.scheduler_hosts)
 
     def _announcement(self, nonce: bytes) -> Announce:
         return Announce(nonce, self.port, self.cpus, self.incarnation, self.name, self.ip_addr)
 
     async def stop(self) -> None:
-        """Terminate every computation, tell clients, release resources (idempotent)."""
+        """Tell clients, terminate every computation, release resources (idempotent)."""
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
         if self.beacon is not None:
             self.beacon.close()
+        for session in list(self.clients):
+            session.send(m.ServiceChange(False, True, 'dispynode is shutting down'))
+        for session in list(self.clients):
+            await self._end_session(session)
         for conn in list(self._server.connections):
             conn.abort()
         await self._server.close()
-        if self._sessions:  # let each session terminate its jobs and clean its files
+        if self._sessions:
             await asyncio.wait(list(self._sessions), timeout=30)
+        if self.opts.clean:
+            shutil.rmtree(self.prefix, ignore_errors=True)
 
-    # --- per client -------------------------------------------------------------
+    def set_cpus(self, cpus: int) -> int:
+        """Serve ``cpus`` CPUs from now on (the console's ``cpus N``); jobs running on
+        CPUs taken away finish first.  ValueError if the machine has not got them."""
+        new = resolve_cpus(cpus, os.cpu_count() or 1)
+        self.free += new - self.cpus
+        self.cpus = new
+        self._pump()
+        return new
+
+    # --- housekeeping -----------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            try:
+                await self._service_check()
+                await self._reap_zombies()
+                interval = self.opts.ping_interval
+                if (interval and self.owner is None and self.service is Service.SERVING
+                        and time.monotonic() - self._last_announce >= interval):
+                    self._announce()
+            except Exception:  # noqa: BLE001 - housekeeping must go on; the bug is logged
+                log.exception('housekeeping failed')
+
+    async def _service_check(self) -> None:
+        now = self.clock()
+        state = self.hours.state(now)
+        if state is self.service:
+            return
+        previous, self.service = self.service, state
+        stamp = now.strftime('%H:%M')
+        log.info('service hours: %s at %s', state.value, stamp)
+        if self.beacon is not None:
+            self.beacon.silent = state is not Service.SERVING
+        if state is Service.SERVING:
+            for session in self.clients:
+                session.send(m.ServiceChange(True, False, f'service started at {stamp}'))
+            self._announce()
+        elif state is Service.STOPPED and previous is Service.SERVING:
+            for session in self.clients:
+                session.send(m.ServiceChange(False, False, f'service stopped at {stamp}: '
+                                                           'no new jobs; running jobs go on'))
+        elif state is Service.ENDED:
+            for session in list(self.clients):
+                session.send(m.ServiceChange(False, True, f'service ended at {stamp}: '
+                                                          'running jobs terminated'))
+                await self._end_session(session)
+
+    async def _reap_zombies(self) -> None:
+        limit = self.opts.zombie_interval * 60
+        now = time.monotonic()
+        for session in list(self.clients):
+            if session.detached_at and now - session.detached_at > limit:
+                log.warning('client %s gone for %.0f s (zombie_interval %g min): terminating '
+                            'its jobs and cleaning up', session.client, now - session.detached_at,
+                            self.opts.zombie_interval)
+                await self._end_session(session)
+
+    # --- per connection ---------------------------------------------------------
     async def _serve_client(self, conn: Connection) -> None:
-        session = ClientSession(self, conn)
+        session = ClientSession(conn, self._spill_dir())
         me = asyncio.current_task()
         self._sessions.add(me)
         log.debug('client %s connected', conn.peer)
+        violation = False
         try:
             while True:
                 msg = await conn.recv()
+                if type(msg) is m.Attach:
+                    session = self._on_attach(session, conn, msg)
+                    continue
                 session.last_rx = time.monotonic()
                 handler = self._handlers.get(type(msg))
                 if handler is None:
@@ -260,78 +289,146 @@ class NodeDaemon:
                     task = asyncio.get_running_loop().create_task(result)
                     session.tasks.add(task)
                     task.add_done_callback(partial(self._handler_done, session))
+        except ProtocolError:
+            violation = True  # logged by the server; a peer that breaks the protocol
+            raise             # loses its session at once, kept jobs and all
         finally:
-            await self._end_session(session)
+            if violation and session.conn is conn:
+                await self._end_session(session)
+            else:
+                self._connection_ended(session, conn)
             self._sessions.discard(me)
+
+    def _spill_dir(self) -> str:
+        return os.path.join(self.prefix, '.replies', os.urandom(8).hex())
 
     def _handler_done(self, session: ClientSession, task: asyncio.Task) -> None:
         session.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error('client %s: %s', session.client, task.exception())
-            session.conn.abort()
+            asyncio.get_running_loop().create_task(self._end_session(session))
+
+    def _connection_ended(self, session: ClientSession, conn: Connection) -> None:
+        if session.conn is not conn:
+            return            # the session lives on another connection now
+        if session not in self.clients:
+            log.debug('client %s disconnected', session.client)
+            return
+        session.detach()
+        running = sum(len(c.running) + len(c.queued) for c in session.comps.values())
+        log.warning('client %s disconnected; its %d job(s) go on and their results are kept '
+                    'for %g min (zombie_interval)', session.client, running,
+                    self.opts.zombie_interval)
+
+    def _on_attach(self, session: ClientSession, conn: Connection,
+                   msg: m.Attach) -> ClientSession:
+        """A client (again) takes over its computation from this connection."""
+        target = next((s for s in self.clients if msg.comp_id in s.comps), None)
+        if target is None or session.comps:
+            reason = 'unknown computation' if target is None else 'this connection has its own'
+            conn.send(m.Attached(msg.comp_id, False, reason, ()))
+            return session
+        old = target.conn
+        if old is not None and old is not conn:
+            old.abort()       # the client has given up on it
+        running = tuple((uid, attempt) for c in target.comps.values()
+                        for uid, attempt in c.running.items())
+        running += tuple((q.uid, q.attempt) for q in self.queue if q.session is target)
+        conn.send(m.Attached(msg.comp_id, True, '', running))
+        target.attach(conn)
+        log.info('client %s attached again (%d job(s) running, %d kept replies)',
+                 target.client, len(running), len(target.retained))
+        return target
 
     async def _end_session(self, session: ClientSession) -> None:
+        """Terminate the session's computations, clean its files, forget it."""
         for task in list(session.tasks):
             task.cancel()
         if session.tasks:
             await asyncio.wait(list(session.tasks), timeout=30)
         for comp in list(session.comps.values()):
             await self._close_comp(session, comp, terminate=True)
+        session.retained.clear()
+        self.clients.discard(session)
+        if session.conn is not None:
+            session.conn.abort()
         if self.owner is session:
             self.owner = None
-        log.debug('client %s disconnected', session.client)
 
+    # --- handlers ---------------------------------------------------------------
     def _on_info(self, session: ClientSession, msg: m.NodeInfoRequest) -> None:
-        owner = self.owner.client if self.owner and self.owner is not session else ''
-        session.conn.send(m.NodeInfo(self.name, self.ip_addr, self.port, self.cpus, self.free,
-                                     platform.platform(), self.incarnation, __version__, owner,
-                                     availability(self.prefix)))
+        busy = ''
+        if self.owner is not None and self.owner is not session:
+            busy = self.owner.client + ('' if self.owner.attached else
+                                        ' (disconnected; kept for recovery)')
+        elif self.service is not Service.SERVING:
+            busy = f'nobody: out of service hours ({self.hours.describe()})'
+        session.send(m.NodeInfo(self.name, self.ip_addr, self.port, self.cpus, self.free,
+                                platform.platform(), self.incarnation, __version__, busy,
+                                availability(self.prefix)))
 
     def _on_setup(self, session: ClientSession, msg: m.SetupComputation) -> None:
-        if msg.comp_id in session.comps:
+        if msg.comp_id in session.comps or any(msg.comp_id in s.comps for s in self.clients):
             raise ProtocolError(f'computation {msg.comp_id!r} set up twice')
         if self.owner is not None and self.owner is not session:
-            session.conn.send(m.Refused(msg.comp_id, f'node is in use by {self.owner.client}'))
+            session.send(m.Refused(msg.comp_id, f'node is in use by {self.owner.client}'))
+            return
+        if self.service is not Service.SERVING:
+            session.send(m.Refused(msg.comp_id, 'out of service hours '
+                                                f'({self.hours.describe()})'))
             return
         try:
             rel = check_relpath(msg.dest_path) if msg.dest_path else \
                 f'{_safe_name(msg.name)}_{msg.comp_id[:8]}'
         except StagingError as exc:
-            session.conn.send(m.Refused(msg.comp_id, str(exc)))
+            session.send(m.Refused(msg.comp_id, str(exc)))
             return
         dest = os.path.join(self.prefix, rel)
         os.makedirs(dest, mode=0o700, exist_ok=True)
         self.owner = session
+        self.clients.add(session)
         session.client = msg.client or session.client
         if msg.pulse_interval > 0 and session.pulse_task is None:
             session.pulse_task = asyncio.get_running_loop().create_task(
                 self._pulse(session, max(MIN_PULSE, msg.pulse_interval)))
             session.tasks.add(session.pulse_task)
-        session.comps[msg.comp_id] = NodeComputation(msg.comp_id, msg.name, dest, msg.cleanup,
+        remove = msg.cleanup or self.opts.force_cleanup
+        session.comps[msg.comp_id] = NodeComputation(msg.comp_id, msg.name, dest, remove,
                                                      msg.code)
         log.info('computation "%s" from %s set up in %s', msg.name, session.client, dest)
 
     async def _pulse(self, session: ClientSession, interval: float) -> None:
-        """Pulse the client; a client silent for 5 intervals is gone: end its session
-        (its jobs are terminated and its files cleaned) so the node serves others."""
-        while not session.conn.closed:
+        """Pulse the client while it is attached; a client silent for 5 intervals is
+        cut off (its session is then kept for zombie_interval, as for a lost link)."""
+        while session in self.clients or session.comps:
             await asyncio.sleep(interval)
+            if not session.attached:
+                continue
             silent = time.monotonic() - session.last_rx
             if silent > ZOMBIE_PULSES * interval:
-                log.warning('client %s silent for %.1f s: ending its session', session.client,
-                            silent)
+                log.warning('client %s silent for %.1f s: dropping its connection',
+                            session.client, silent)
                 session.conn.abort()
-                return
-            try:
-                session.conn.send(m.Pulse(availability(self.prefix)))
-            except ConnectionClosed:
-                return
+                continue
+            session.send(m.Pulse(availability(self.prefix)))
 
     def _comp(self, session: ClientSession, comp_id: str) -> NodeComputation:
         comp = session.comps.get(comp_id)
         if comp is None:
             raise ProtocolError(f'unknown computation {comp_id!r}')
         return comp
+
+    async def _on_file_offer(self, session: ClientSession, msg: m.FileOffer) -> None:
+        """cleanup=False: a file already there with this size and hash is not sent again."""
+        comp = self._comp(session, msg.comp_id)
+        try:
+            path = confined_path(comp.dest_path, msg.relpath)
+            have = await asyncio.to_thread(_same_file, path, msg.size, msg.sha256)
+        except (StagingError, OSError):
+            have = False     # the client then sends it and the usual checks apply
+        if have:
+            log.debug('file %r of "%s" is already here: not sent again', msg.relpath, comp.name)
+        session.send(m.FileOfferReply(msg.comp_id, msg.relpath, have))
 
     def _on_file(self, session: ClientSession, msg: m.FileChunk) -> None:
         comp = self._comp(session, msg.comp_id)
@@ -344,13 +441,13 @@ class NodeDaemon:
             if msg.final:
                 del comp.sinks[msg.relpath]
                 sink.finish(msg.mode)
-                session.conn.send(m.FileStored(msg.comp_id, msg.relpath, ''))
+                session.send(m.FileStored(msg.comp_id, msg.relpath, ''))
         except (StagingError, OSError) as exc:
             sink = comp.sinks.pop(msg.relpath, None)
             if sink is not None:
                 sink.abort()
             log.warning('refused file %r from %s: %s', msg.relpath, session.client, exc)
-            session.conn.send(m.FileStored(msg.comp_id, msg.relpath, str(exc)))
+            session.send(m.FileStored(msg.comp_id, msg.relpath, str(exc)))
 
     async def _on_start(self, session: ClientSession, msg: m.StartComputation) -> None:
         comp = self._comp(session, msg.comp_id)
@@ -360,29 +457,36 @@ class NodeDaemon:
         host = ComputationHost(comp.comp_id, comp.name, comp.dest_path,
                                on_broken=partial(self._comp_broken, session, comp),
                                on_provisional=partial(self._provisional, session),
-                               on_file=partial(self._job_file, session))
+                               on_file=partial(self._job_file, session),
+                               on_shutdown=self._shutdown_requested)
         node_globals = {'dispy_node_name': self.name, 'dispy_node_ip_addr': self.ip_addr,
                         'dispy_job_path': comp.dest_path,
                         '_dispy_max_file_size': self.opts.max_file_size}
         try:
-            await host.start(comp.code, node_globals, msg.setup_args, spares=self.cpus)
+            await host.start(comp.code, node_globals, msg.setup_args, spares=self.cpus,
+                             in_process=self.opts.unsafe_setup)
         except ComputationError as exc:
             log.warning('computation "%s" from %s failed: %s', comp.name, session.client, exc)
-            session.conn.send(m.ComputationReady(comp.comp_id, False, str(exc), comp.dest_path))
+            session.send(m.ComputationReady(comp.comp_id, False, str(exc), comp.dest_path))
             return
         comp.host, comp.code = host, b''
         if comp.comp_id not in session.comps:       # closed while it was starting
             await host.close(run_cleanup=True)
             return
-        session.conn.send(m.ComputationReady(comp.comp_id, True, '', comp.dest_path))
+        session.send(m.ComputationReady(comp.comp_id, True, '', comp.dest_path))
+
+    def _shutdown_requested(self) -> None:
+        """A cleanup function called dispynode_shutdown()."""
+        if self.opts.client_shutdown:
+            log.warning('dispynode_shutdown() called by a computation\'s cleanup: exiting')
+            self.done.set()
+        else:
+            log.warning('dispynode_shutdown() ignored: the node was not started with '
+                        '--client_shutdown')
 
     def _provisional(self, session: ClientSession, uid: int, attempt: int,
                      payload: bytes) -> None:
-        if not session.conn.closed:
-            try:
-                session.conn.send(m.ProvisionalResult(uid, attempt, payload))
-            except ConnectionClosed:
-                pass
+        session.send(m.ProvisionalResult(uid, attempt, payload))
 
     def _job_file(self, session: ClientSession, uid: int, attempt: int, relpath: str,
                   data: bytes) -> None:
@@ -395,19 +499,19 @@ class NodeDaemon:
         except StagingError as exc:
             log.warning('refused file %r from job %s: %s', relpath, uid, exc)
             return
-        if not session.conn.closed:
-            try:
-                session.conn.send(m.JobFile(uid, attempt, relpath, data))
-            except ConnectionClosed:
-                pass
+        session.send(m.JobFile(uid, attempt, relpath, data))
 
     def _comp_broken(self, session: ClientSession, comp: NodeComputation, reason: str) -> None:
         """The computation's process died: this node can no longer run its jobs, so drop
-        the client's link; the client then reschedules or abandons them as for a lost node."""
+        the client; it then reschedules or abandons them as for a lost node."""
         if comp.comp_id in session.comps:
             log.error('computation "%s" from %s: %s; disconnecting the client',
                       comp.name, session.client, reason)
-            session.conn.abort()
+            conn = session.conn
+            session.detach()      # before its jobs' failures are reported: they are lost
+            if conn is not None:
+                conn.abort()
+            asyncio.get_running_loop().create_task(self._end_session(session))
 
     def _on_run(self, session: ClientSession, msg: m.RunJobs) -> None:
         comp = self._comp(session, msg.comp_id)
@@ -424,7 +528,7 @@ class NodeDaemon:
         while self.free > 0 and self.queue:
             q = self.queue.popleft()
             q.comp.queued.discard(q.uid)
-            if q.comp.comp_id not in q.session.comps or q.session.conn.closed:
+            if q.comp.comp_id not in q.session.comps:
                 continue  # its computation is closed: nobody waits for a reply
             self.free -= 1
             q.comp.running[q.uid] = q.attempt
@@ -446,13 +550,10 @@ class NodeDaemon:
             del comp.running[uid]
             if not comp.running:
                 comp.idle.set()
-        session.reply((uid, attempt, int(outcome.status), outcome.start_time, outcome.end_time,
-                       outcome.payload))
+        if comp.comp_id in session.comps:
+            session.reply((uid, attempt, int(outcome.status), outcome.start_time,
+                           outcome.end_time, outcome.payload))
         self._pump()
-
-    def _on_ack(self, session: ClientSession, msg: m.AckReplies) -> None:
-        for key in msg.keys:
-            session.unacked.pop(key, None)
 
     def _on_cancel(self, session: ClientSession, msg: m.CancelJob) -> None:
         for q in self.queue:
@@ -471,11 +572,12 @@ class NodeDaemon:
         comp = session.comps.get(msg.comp_id)
         if comp is not None:
             await self._close_comp(session, comp, msg.terminate)
-        session.conn.send(m.ComputationClosed(msg.comp_id))
+        session.send(m.ComputationClosed(msg.comp_id))
 
     async def _close_comp(self, session: ClientSession, comp: NodeComputation,
                           terminate: bool) -> None:
-        session.comps.pop(comp.comp_id, None)
+        if session.comps.pop(comp.comp_id, None) is None:
+            return
         self.queue = deque(q for q in self.queue if q.comp is not comp)
         for sink in comp.sinks.values():
             sink.abort()
@@ -487,9 +589,19 @@ class NodeDaemon:
                 log.warning('cleanup of "%s" failed:\n%s', comp.name, error)
         if comp.remove_files:
             shutil.rmtree(comp.dest_path, ignore_errors=True)
-        if self.owner is session and not session.comps:
-            self.owner = None
+        if not session.comps:
+            session.retained.clear()
+            self.clients.discard(session)
+            if self.owner is session:
+                self.owner = None
+            self._client_served()
         log.info('computation "%s" from %s closed', comp.name, session.client)
+
+    def _client_served(self) -> None:
+        self.served += 1
+        if self.opts.serve and self.served >= self.opts.serve:
+            log.info('served %d client(s) (--serve): exiting', self.served)
+            self.done.set()
 
 
 def availability(path: str) -> tuple[float, int, int, float]:
@@ -498,7 +610,17 @@ def availability(path: str) -> tuple[float, int, int, float]:
             int(psutil.disk_usage(path).free), float(psutil.swap_memory().percent))
 
 
+def _same_file(path: str, size: int, sha256: bytes) -> bool:
+    """True if ``path`` is a regular file (not a link) of this size and SHA-256."""
+    if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) != size:
+        return False
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.digest() == sha256
+
+
 def _safe_name(name: str) -> str:
     cleaned = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)[:40]
     return cleaned.strip('.') or 'computation'
-

@@ -256,3 +256,50 @@ class JobFile(_Base):
     attempt: int
     relpath: str
     data: bytes
+
+
+@message(34)
+class Attach(_Base):
+    """Client -> node, on a new connection: take over computation ``comp_id`` again
+    (after a lost link, or from recover_jobs after the client crashed)."""
+    comp_id: str
+
+
+@message(35)
+class Attached(_Base):
+    """Node -> client: the answer to Attach.  ``running``: (uid, attempt) of the jobs
+    still running there; the replies the client has not acknowledged follow."""
+    comp_id: str
+    ok: bool
+    reason: str
+    running: tuple
+
+    def check(self) -> None:
+        _check_items('Attached', self.running, (int, int))
+
+
+@message(36)
+class ServiceChange(_Base):
+    """Node -> client: the node stops (``serving`` False) or resumes taking new jobs;
+    ``ending``: it is about to terminate its jobs and close (service end, shutdown)."""
+    serving: bool
+    ending: bool
+    reason: str
+
+
+@message(37)
+class FileOffer(_Base):
+    """Client -> node (cleanup=False): is ``relpath`` already there with this size and
+    SHA-256?  The node answers with FileOfferReply; if not, the client sends it."""
+    comp_id: str
+    relpath: str
+    size: int
+    sha256: bytes
+    mode: int
+
+
+@message(38)
+class FileOfferReply(_Base):
+    comp_id: str
+    relpath: str
+    have: bool

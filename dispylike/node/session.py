@@ -1,0 +1,206 @@
+"""A client's presence on the node, which outlives any one connection.
+
+::
+
+    connection ──attach──> ClientSession (owns computations, unacked replies)
+        │ lost                  │ detached: jobs run on, replies are kept
+        v                       v
+    (client reconnects: Attach)  silent past zombie_interval: terminated, cleaned
+
+Replies are kept until the client acknowledges them, so a client that lost its
+link, or ``recover_jobs`` run after the client crashed, gets every result once
+it attaches again.  They are kept in memory up to a bound, then on disk up to
+another; beyond both the oldest are dropped with an error in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from ..errors import ConnectionClosed
+from ..protocol import messages as m
+from ..transport.connection import Connection
+
+if TYPE_CHECKING:
+    from .daemon import NodeComputation
+
+log = logging.getLogger('dispylike.node')
+
+#: Replies kept in memory per client before they go to disk.
+MEMORY_CAP = 64 * 1024 * 1024
+#: Replies kept on disk per client; beyond this the oldest are dropped.
+DISK_CAP = 2 * 1024 * 1024 * 1024
+#: A single reply message stays far below the frame cap.
+REPLY_BATCH_BYTES = 16 * 1024 * 1024
+
+Reply = tuple   # (uid, attempt, status, start_time, end_time, payload)
+
+
+class RetainedReplies:
+    """Replies not yet acknowledged, in order; payloads spill to ``spill_dir``."""
+
+    def __init__(self, spill_dir: str, memory_cap: int = MEMORY_CAP,
+                 disk_cap: int = DISK_CAP) -> None:
+        self.spill_dir = spill_dir
+        self.memory_cap = memory_cap
+        self.disk_cap = disk_cap
+        self._entries: OrderedDict[tuple[int, int], Reply | str] = OrderedDict()
+        self._sizes: dict[tuple[int, int], int] = {}
+        self.memory_bytes = 0
+        self.disk_bytes = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, entry: Reply) -> None:
+        key, size = (entry[0], entry[1]), len(entry[5])
+        if key in self._entries:
+            return
+        if self.memory_bytes + size <= self.memory_cap:
+            self._entries[key] = entry
+            self.memory_bytes += size
+        else:
+            self._spill(key, entry)
+        self._sizes[key] = size
+
+    def _spill(self, key: tuple[int, int], entry: Reply) -> None:
+        size = len(entry[5])
+        while self.disk_bytes + size > self.disk_cap and self._drop_oldest_on_disk():
+            pass
+        if self.disk_bytes + size > self.disk_cap:
+            self.dropped += 1
+            log.error('reply of job %d dropped: %d bytes over the node\'s disk cap for '
+                      'undelivered replies', key[0], size)
+            return
+        os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self.spill_dir, f'{key[0]}_{key[1]}')
+        with open(path, 'wb') as f:
+            f.write(repr(entry[:5]).encode() + b'\n')
+            f.write(entry[5])
+        self._entries[key] = path
+        self.disk_bytes += size
+
+    def _drop_oldest_on_disk(self) -> bool:
+        for key, value in self._entries.items():
+            if isinstance(value, str):
+                self.discard(key)
+                self.dropped += 1
+                log.error('reply of job %d dropped: undelivered replies over the disk cap',
+                          key[0])
+                return True
+        return False
+
+    def discard(self, key: tuple[int, int]) -> None:
+        value = self._entries.pop(key, None)
+        size = self._sizes.pop(key, 0)
+        if isinstance(value, str):
+            self.disk_bytes -= size
+            try:
+                os.unlink(value)
+            except OSError:
+                pass
+        elif value is not None:
+            self.memory_bytes -= size
+
+    def entries(self):
+        """Every kept reply, oldest first (spilled payloads read back)."""
+        for key, value in list(self._entries.items()):
+            if isinstance(value, str):
+                try:
+                    with open(value, 'rb') as f:
+                        head = f.readline()
+                        payload = f.read()
+                except OSError as exc:
+                    log.error('reply of job %d lost: %s', key[0], exc)
+                    continue
+                uid, attempt, status, start, end = _parse_head(head)
+                yield (uid, attempt, status, start, end, payload)
+            else:
+                yield value
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._sizes.clear()
+        self.memory_bytes = self.disk_bytes = 0
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+
+def _parse_head(head: bytes) -> tuple:
+    # written by this node only: "(uid, attempt, status, start, end)"
+    uid, attempt, status, start, end = head.decode().strip('()\n').split(',')
+    return int(uid), int(attempt), int(status), float(start), float(end)
+
+
+class ClientSession:
+    """One client and what it owns on this node; attached to at most one connection."""
+
+    def __init__(self, conn: Connection, spill_dir: str) -> None:
+        self.conn: Connection | None = conn
+        self.client = conn.peer
+        self.comps: dict[str, NodeComputation] = {}
+        self.retained = RetainedReplies(spill_dir)
+        self.tasks: set[asyncio.Task] = set()    # long handlers (setup, close)
+        self.last_rx = time.monotonic()
+        self.detached_at = 0.0                   # monotonic; 0 while attached
+        self.pulse_task: asyncio.Task | None = None
+        self.serving = True                      # last ServiceChange sent
+        self._outbox: list[Reply] = []
+        self._outbox_bytes = 0
+
+    @property
+    def attached(self) -> bool:
+        return self.conn is not None and not self.conn.closed
+
+    def send(self, msg) -> None:
+        """Send if attached; a message for a detached client is dropped (replies are kept
+        separately, see :meth:`reply`)."""
+        if self.attached:
+            try:
+                self.conn.send(msg)
+            except ConnectionClosed:
+                pass
+
+    def reply(self, entry: Reply) -> None:
+        """Send a job's final reply; it is kept until the client acknowledges it."""
+        self.retained.add(entry)
+        if not self.attached:
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(entry)
+        self._outbox_bytes += len(entry[5])
+        if self._outbox_bytes > REPLY_BATCH_BYTES:   # keep each message far below the cap
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self._outbox, self._outbox_bytes = tuple(self._outbox), [], 0
+        if batch:
+            self.send(m.JobReplies(batch))
+
+    def ack(self, keys: tuple) -> None:
+        for key in keys:
+            self.retained.discard(tuple(key))
+
+    def detach(self) -> None:
+        self.conn = None
+        self._outbox, self._outbox_bytes = [], 0
+        self.detached_at = time.monotonic()
+
+    def attach(self, conn: Connection) -> None:
+        """Adopt a new connection and resend every reply not acknowledged yet."""
+        self.conn = conn
+        self.detached_at = 0.0
+        self.last_rx = time.monotonic()
+        for entry in self.retained.entries():
+            self._outbox.append(entry)
+            self._outbox_bytes += len(entry[5])
+            if self._outbox_bytes > REPLY_BATCH_BYTES:
+                self._flush()
+        self._flush()

@@ -1,0 +1,1 @@
+"""Crash recovery: the client's append-only recover file (:mod:`.journal`)."""
