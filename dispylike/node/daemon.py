@@ -115,7 +115,7 @@ class NodeDaemon:
         self.jobs_done = 0
         self.served = 0
         self.done = asyncio.Event()
-        self.tick = 1.0
+        self.tick = min(1.0, opts.ping_interval) if opts.ping_interval else 1.0
         self._last_announce = time.monotonic()
         self._sessions: set[asyncio.Task] = set()
         self._housekeeper: asyncio.Task | None = None

@@ -20,17 +20,22 @@ class NodeProcess:
     """
 
     def __init__(self, cpus: int = 2, secret: str = '', extra: list[str] | None = None,
-                 host: str = '127.0.0.1', timeout: float = 30.0) -> None:
+                 host: str = '127.0.0.1', timeout: float = 30.0, console: bool = False) -> None:
         self.prefix = tempfile.mkdtemp(prefix='dispylike-test-node-')
         ready_r, ready_w = os.pipe()
         cmd = [sys.executable, '-m', 'dispylike.node', '-i', host, '--node_port', '0',
-               '-c', str(cpus), '--dest_path_prefix', self.prefix, '--daemon',
+               '-c', str(cpus), '--dest_path_prefix', self.prefix,
                '--ready_fd', str(ready_w), *(extra or [])]
+        if not console:
+            cmd.append('--daemon')
         env = child_env({'DISPYLIKE_SECRET': secret})
         self._log = tempfile.NamedTemporaryFile(prefix='dispynode-', suffix='.log', delete=False)
+        pipe = subprocess.PIPE if console else subprocess.DEVNULL
         try:
+            # console: the test talks to it through proc.stdin / proc.stdout
             self.proc = subprocess.Popen(cmd, env=env, stderr=self._log, pass_fds=(ready_w,),
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=pipe, stdout=pipe if console else None,
+                                         text=console)
         finally:
             os.close(ready_w)
         try:
@@ -60,6 +65,9 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
         shutil.rmtree(self.prefix, ignore_errors=True)
         self._log.close()
         try:
