@@ -227,3 +227,17 @@ def test_provisional_results_arrive_in_order_before_the_final_one(node):
                     (DispyJob.ProvisionalResult, ('step', 1)),
                     (DispyJob.ProvisionalResult, ('step', 2)),
                     (DispyJob.Finished, ('final', 3))]
+
+
+def big_echo(data, factor):
+    return data * factor
+
+
+def test_tens_of_megabytes_each_way_while_small_jobs_go_on(node):
+    big = bytes(range(256)) * (120 * 1024)                   # 30 MiB
+    with dispylike.JobCluster(big_echo, nodes=[node.address]) as c:
+        heavy = c.submit(big, 1)
+        small = [c.submit(b'x', n) for n in range(200)]
+        assert heavy.wait(120)
+        assert heavy.status == DispyJob.Finished and heavy.result == big
+        assert all(j() == b'x' * n for n, j in enumerate(small))
