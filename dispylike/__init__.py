@@ -14,6 +14,8 @@ from .version import __version__
 
 _EXPORTS = {
     'JobCluster': 'dispylike.client.cluster',
+    'recover_jobs': 'dispylike.client.recover',
+    'RecoverFileError': 'dispylike.persistence.journal',
     'DispyJob': 'dispylike.job',
     'DispyNode': 'dispylike.nodes',
     'DispyNodeAvailInfo': 'dispylike.nodes',
@@ -25,7 +27,8 @@ _EXPORTS = {
 }
 
 __all__ = ['DispyError', 'DispyJob', 'DispyNode', 'DispyNodeAvailInfo', 'JobCluster',
-           'LocalNode', 'NodeAllocate', '__version__', 'config', 'logger']
+           'LocalNode', 'NodeAllocate', 'RecoverFileError', '__version__', 'config', 'logger',
+           'recover_jobs']
 
 
 def __getattr__(name: str) -> Any:

@@ -25,13 +25,14 @@ class DispyJob:
     Abandoned = JobStatus.Abandoned
     Finished = JobStatus.Finished
 
-    __slots__ = ('id', 'status', 'ip_addr', 'result', 'stdout', 'stderr', 'exception',
+    __slots__ = ('_id', '_id_hook', 'status', 'ip_addr', 'result', 'stdout', 'stderr', 'exception',
                  'start_time', 'end_time', 'args', 'kwargs', '_uid', '_payload', '_event',
                  '_lock', '_node', '__weakref__')
 
     def __init__(self, uid: int, args: tuple, kwargs: dict, payload: bytes | None,
                  lock: threading.Lock) -> None:
-        self.id: Any = uid
+        self._id: Any = uid
+        self._id_hook: Any = None      # the recover file hears of a new id
         self.status = JobStatus.Created
         self.ip_addr: str | None = None
         self.result: Any = None
@@ -47,6 +48,18 @@ class DispyJob:
         self._event: threading.Event | None = None
         self._lock = lock
         self._node = None
+
+    @property
+    def id(self) -> Any:
+        """The job's id: 1, 2, ... in submit order unless the program sets another."""
+        return self._id
+
+    @id.setter
+    def id(self, value: Any) -> None:
+        self._id = value
+        hook = self._id_hook
+        if hook is not None:
+            hook(self)
 
     @property
     def host(self) -> str | None:

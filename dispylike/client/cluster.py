@@ -24,6 +24,7 @@ from ..security.tls import maybe_client_context
 from .callbacks import CallbackRunner
 from .engine import Engine, EngineConfig
 from .loopthread import LoopThread
+from .recover import open_recover_file
 from .status import format_status
 
 log = logging.getLogger('dispylike')
@@ -86,9 +87,6 @@ class JobCluster:
             nodes = ['*']
         if pulse_interval is not None and not 1 <= pulse_interval <= 600:
             raise ValueError('pulse_interval must be between 1 and 600 seconds')
-        for name, value in (('recover_file', recover_file),):
-            if value is not None:
-                raise NotImplementedError(f'{name} is not available yet')
         if isinstance(nodes, (str, tuple)) or not hasattr(nodes, '__iter__'):
             nodes = [nodes]
         specs = [node_spec(entry) for entry in nodes]
@@ -105,8 +103,13 @@ class JobCluster:
         self._callbacks = CallbackRunner() if (job_status or cluster_status) else None
         addresses = list(host) if isinstance(host, (list, tuple)) else [host] if host else []
         host = addresses[0] if addresses else None
-        cfg = EngineConfig(comp_id=uuid.uuid4().hex, package=self._package,
-                           client_name=f'{socket.gethostname()}:{os.getpid()}',
+        comp_id = uuid.uuid4().hex
+        client_name = f'{socket.gethostname()}:{os.getpid()}'
+        tls_files = tuple(os.path.abspath(f) if f else '' for f in (certfile, keyfile, cafile))
+        self.recover_file, journal = open_recover_file(
+            recover_file, comp_id=comp_id, name=self.name, client_name=client_name,
+            secret=secret or '', tls_files=tls_files)
+        cfg = EngineConfig(comp_id=comp_id, package=self._package, client_name=client_name,
                            secret=secret or '', dest_path=(dest_path or '').strip('/'),
                            local_addr=host if len(addresses) == 1 else None,
                            client_addresses=addresses,
@@ -114,8 +117,7 @@ class JobCluster:
                            ping_interval=ping_interval,
                            pulse_interval=float(pulse_interval or 0.0),
                            ssl_context=maybe_client_context(certfile, keyfile, cafile),
-                           tls_files=tuple(os.path.abspath(f) if f else ''
-                                           for f in (certfile, keyfile, cafile)),
+                           tls_files=tls_files, journal=journal,
                            remove_files=cleanup is not False, reentrant=bool(reentrant),
                            dispy_port=dispy_port or config.DispyPort)
         self._io = LoopThread(f'dispylike-io-{next(self._ids)}')
@@ -159,10 +161,15 @@ class JobCluster:
         else:
             payload = cloudpickle.dumps((args, kwargs), protocol=5)
         job = DispyJob(next(self._uids), args, kwargs, payload, self._lock)
+        if self.recover_file:
+            job._id_hook = self._journal_id
         with self._idle:
             self._pending += 1
         self._io.call(self._engine.submit, job, node)
         return job
+
+    def _journal_id(self, job: DispyJob) -> None:
+        self._io.call(self._engine.journal_id, job)
 
     def cancel(self, job: DispyJob) -> int:
         """Cancel a job: dropped if queued, interrupted then killed if running.  0 = ok."""

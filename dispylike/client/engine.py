@@ -36,6 +36,7 @@ from ..errors import ComputationError, DispyError, ProtocolError
 from ..execution.computation import Package, classify_depends
 from ..job import DispyJob
 from ..nodes import DispyNode, DispyNodeAvailInfo, LocalNode, NodeAllocate
+from ..persistence.journal import RecoverJournal
 from ..protocol import messages as m
 from ..scheduling.state import Dispatch, Finalize, Requeued, Scheduler, SendCancel
 from ..status import JobStatus, NodeStatus
@@ -54,6 +55,8 @@ ZOMBIE_PULSES = 5
 #: holds one queued job per CPU, so a CPU never waits for a round trip to the client.
 #: Longer jobs are not, so work stays free to go to nodes that become idle.
 PREFETCH_BELOW = 0.05
+#: Seconds between writes of the recover file when no job is sent (group commit).
+JOURNAL_EVERY = 0.1
 
 
 @dataclass
@@ -74,6 +77,7 @@ class EngineConfig:
     pulse_interval: float = 0.0        # 0 = no pulses (a lost TCP link still counts)
     ssl_context: ssl.SSLContext | None = None
     tls_files: tuple[str, str, str] = ('', '', '')   # certfile, keyfile, cafile (local nodes)
+    journal: RecoverJournal | None = None            # the recover file
 
 
 @dataclass
@@ -126,6 +130,12 @@ class Engine(NodeFinder, NodeManagement):
         self.beacon: ClientBeacon | None = None
         self._discovery: asyncio.Task | None = None
         self._former: dict[str, DispyNode] = {}  # lost nodes that may still hold our jobs
+        # recover file: records are written ahead of each RunJobs and every JOURNAL_EVERY s
+        self.journal = cfg.journal
+        self._journal_jobs: list[DispyJob] = []
+        self._journal_dispatches: list[tuple[int, str, int]] = []
+        self._journal_ids: list[DispyJob] = []
+        self._journal_task: asyncio.Task | None = None
 
     # --- nodes ------------------------------------------------------------------
     async def add_nodes(self, specs: list[NodeAllocate]) -> None:
@@ -203,6 +213,8 @@ class Engine(NodeFinder, NodeManagement):
         if self.cfg.pulse_interval:
             self._tasks.add(asyncio.get_running_loop().create_task(self._pulse(link)))
         self._on_status(NodeStatus.Initialized, link.node, None)
+        if self.journal is not None:
+            self.journal.node(link.key, host, port, link.node.name)
         log.info('node %s (%s) joined with %d CPU(s)', link.node.name, link.key, link.node.cpus)
         self._apply(self.sched.add_node(link.key, link.node.cpus))
 
@@ -424,6 +436,11 @@ class Engine(NodeFinder, NodeManagement):
     # --- jobs -------------------------------------------------------------------
     def submit(self, job: DispyJob, node: Any = None) -> None:
         self.jobs[job._uid] = job
+        if self.journal is not None:
+            self._journal_jobs.append(job)
+            if self._journal_task is None:
+                self._journal_task = asyncio.get_running_loop().create_task(
+                    self._journal_writer())
         if node is None:
             self._apply(self.sched.submit(job._uid))
             return
@@ -463,6 +480,8 @@ class Engine(NodeFinder, NodeManagement):
         node.tx += len(job._payload)
         job.status, job.ip_addr, job.start_time, job._node = (JobStatus.Running, node.ip_addr,
                                                               time.time(), node)
+        if self.journal is not None:
+            self._journal_dispatches.append((action.uid, action.node, action.attempt))
         self._on_status(JobStatus.Running, node, job)
         if not self._flush_pending:
             self._flush_pending = True
@@ -470,6 +489,7 @@ class Engine(NodeFinder, NodeManagement):
 
     def _flush(self) -> None:
         self._flush_pending = False
+        self._journal_sync()    # write-ahead: the recover file knows before the node does
         for link in self.links.values():
             if link.outbox:
                 batch, link.outbox = tuple(link.outbox), []
@@ -517,8 +537,72 @@ class Engine(NodeFinder, NodeManagement):
     def _finish(self, job: DispyJob, status: JobStatus, result: Any, stdout: str | None,
                 stderr: str | None, exception: str | None) -> None:
         job._finish(status, result, stdout, stderr, exception, time.time())
+        if self.journal is not None:
+            self.journal.done(job._uid)
         self._on_status(status, job._node, job)
         self._on_job_done(job)
+
+    # --- recover file -----------------------------------------------------------
+    def journal_id(self, job: DispyJob) -> None:
+        """The program gave ``job`` a new id (called on the loop)."""
+        if self.journal is not None and job._uid in self.jobs:
+            self._journal_ids.append(job)
+
+    def _journal_sync(self) -> None:
+        """Append what happened since the last call, then write it (no fsync: the page
+        cache survives the client process; the file is fsynced at close)."""
+        journal = self.journal
+        if journal is None:
+            return
+        if self._journal_jobs:
+            jobs, self._journal_jobs = self._journal_jobs, []
+            for job in jobs:
+                if job._payload is None:
+                    continue          # already over: nothing to recover
+                try:
+                    journal.submitted(job._uid, job.id, job._payload)
+                except Exception:  # noqa: BLE001 - an id plain pickle cannot store
+                    journal.submitted(job._uid, repr(job.id), job._payload)
+        if self._journal_dispatches:
+            dispatches, self._journal_dispatches = self._journal_dispatches, []
+            for uid, key, attempt in dispatches:
+                journal.dispatched(uid, key, attempt)
+        if self._journal_ids:
+            renamed, self._journal_ids = self._journal_ids, []
+            for job in renamed:
+                try:
+                    journal.job_id(job._uid, job.id)
+                except Exception:  # noqa: BLE001 - as above
+                    journal.job_id(job._uid, repr(job.id))
+        if journal.pending_bytes:
+            try:
+                journal.flush(sync=False)
+            except OSError as exc:
+                log.error('recover file %s: %s; it is no longer written', journal.path, exc)
+                self.journal = None
+
+    async def _journal_writer(self) -> None:
+        while self.journal is not None:
+            await asyncio.sleep(JOURNAL_EVERY)
+            self._journal_sync()
+
+    def _close_journal(self) -> None:
+        journal, self.journal = self.journal, None
+        if journal is None:
+            return
+        if self._journal_task is not None:
+            self._journal_task.cancel()
+        try:
+            if self.jobs:     # jobs that never ended: keep the file for recover_jobs
+                journal.flush(sync=True)
+                journal.close()
+                log.warning('%d job(s) did not end; recover file %s kept', len(self.jobs),
+                            journal.path)
+            else:
+                journal.closed()
+                journal.close(remove=True)
+        except OSError as exc:
+            log.error('recover file %s: %s', journal.path, exc)
 
     # --- shutdown ---------------------------------------------------------------
     def cancel_all(self) -> None:
@@ -562,6 +646,7 @@ class Engine(NodeFinder, NodeManagement):
         self._locals.clear()
         for uid in list(self.jobs):
             self._apply([Finalize(uid, JobStatus.Abandoned, 'the cluster was closed')])
+        self._close_journal()
         for _ in range(3):  # aborted transports close their sockets on the next turns
             await asyncio.sleep(0)
 

@@ -326,7 +326,7 @@ class NodeDaemon:
         target = next((s for s in self.clients if msg.comp_id in s.comps), None)
         if target is None or session.comps:
             reason = 'unknown computation' if target is None else 'this connection has its own'
-            conn.send(m.Attached(msg.comp_id, False, reason, ()))
+            conn.send(m.Attached(msg.comp_id, False, reason, (), 0))
             return session
         old = target.conn
         if old is not None and old is not conn:
@@ -334,7 +334,7 @@ class NodeDaemon:
         running = tuple((uid, attempt) for c in target.comps.values()
                         for uid, attempt in c.running.items())
         running += tuple((q.uid, q.attempt) for q in self.queue if q.session is target)
-        conn.send(m.Attached(msg.comp_id, True, '', running))
+        conn.send(m.Attached(msg.comp_id, True, '', running, len(target.retained)))
         target.attach(conn)
         log.info('client %s attached again (%d job(s) running, %d kept replies)',
                  target.client, len(running), len(target.retained))

@@ -27,6 +27,7 @@ Layout (all integers big-endian)::
     DISPATCH  (uid, node_key, attempt) the latest one of a uid wins
     DONE      (uid,)                   final on the client: nothing to recover
     CLOSED    ()                       the cluster was closed cleanly
+    JOB_ID    (uid, job_id)            the program set job.id after submitting
 
 Crash safety: a killed writer leaves at most one partial record at the end,
 and reading stops at the first record that is truncated or fails its
@@ -83,6 +84,7 @@ class RecordKind(enum.IntEnum):
     DISPATCH = 4
     DONE = 5
     CLOSED = 6
+    JOB_ID = 7
 
 
 # crc32 of each possible kind byte alone; continued over the payload it equals
@@ -100,6 +102,7 @@ _SUBMIT = int(RecordKind.SUBMIT)
 _DISPATCH = int(RecordKind.DISPATCH)
 _DONE = int(RecordKind.DONE)
 _CLOSED = int(RecordKind.CLOSED)
+_JOB_ID = int(RecordKind.JOB_ID)
 
 
 def encode_record(kind: RecordKind, fields: tuple[Any, ...]) -> bytes:
@@ -243,6 +246,12 @@ class RecoverJournal:
         if not isinstance(uid, int):
             raise TypeError(f'uid must be an int, not {type(uid).__name__}')
         self._append(_DONE, (uid,))
+
+    def job_id(self, uid: int, job_id: object) -> None:
+        """Record a new ``id`` the program gave job ``uid`` after submitting it."""
+        if not isinstance(uid, int):
+            raise TypeError(f'uid must be an int, not {type(uid).__name__}')
+        self._append(_JOB_ID, (uid, job_id))
 
     def closed(self) -> None:
         """Record that the cluster was closed cleanly (call before :meth:`close`)."""
@@ -429,6 +438,7 @@ _FIELD_CHECKS = {
     RecordKind.DISPATCH: lambda f: _shape(f, (int, str, int)),
     RecordKind.DONE: lambda f: _shape(f, (int,)),
     RecordKind.CLOSED: lambda f: _shape(f, ()),
+    RecordKind.JOB_ID: lambda f: _shape(f, (int, object)),
 }
 
 
@@ -462,6 +472,12 @@ def _fold_closed(state: RecoverState, fields: tuple[Any, ...]) -> None:
     state.closed = True
 
 
+def _fold_job_id(state: RecoverState, fields: tuple[Any, ...]) -> None:
+    job = state.jobs.get(fields[0])
+    if job is not None:
+        job.job_id = fields[1]
+
+
 _FOLDS = {
     RecordKind.CLUSTER: _fold_cluster,
     RecordKind.NODE: _fold_node,
@@ -469,4 +485,5 @@ _FOLDS = {
     RecordKind.DISPATCH: _fold_dispatch,
     RecordKind.DONE: _fold_done,
     RecordKind.CLOSED: _fold_closed,
+    RecordKind.JOB_ID: _fold_job_id,
 }

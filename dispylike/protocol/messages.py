@@ -268,11 +268,13 @@ class Attach(_Base):
 @message(35)
 class Attached(_Base):
     """Node -> client: the answer to Attach.  ``running``: (uid, attempt) of the jobs
-    still running there; the replies the client has not acknowledged follow."""
+    still running or queued there; the ``kept`` replies the client has not
+    acknowledged follow."""
     comp_id: str
     ok: bool
     reason: str
     running: tuple
+    kept: int               # replies not acknowledged yet: they follow at once
 
     def check(self) -> None:
         _check_items('Attached', self.running, (int, int))

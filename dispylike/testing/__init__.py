@@ -13,4 +13,5 @@ from .inprocess import FakeClock, InProcessNode
 from .netns import enter_private_netns, netns_status
 from .nodeproc import NodeProcess
 
-__all__ = ['FakeClock', 'InProcessNode', 'NodeProcess', 'enter_private_netns', 'netns_status', 'submit_unserved']
+__all__ = ['FakeClock', 'InProcessNode', 'NodeProcess', 'enter_private_netns', 'netns_status',
+           'submit_unserved']

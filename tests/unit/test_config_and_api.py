@@ -55,12 +55,10 @@ def test_node_allocate_defaults_and_matching():
 
 def test_public_api_exports():
     for name in ('JobCluster', 'DispyJob', 'DispyNode', 'DispyNodeAvailInfo', 'NodeAllocate',
-                 'LocalNode', 'logger', 'config'):
+                 'LocalNode', 'logger', 'config', 'recover_jobs', 'RecoverFileError'):
         assert hasattr(dispylike, name)
 
 
-def test_unavailable_features_say_so():
-    with pytest.raises(NotImplementedError, match='recover_file'):
-        dispy.JobCluster(lambda: 0, nodes=['127.0.0.1'], recover_file='x')
+def test_bad_pulse_interval_says_so():
     with pytest.raises(ValueError, match='pulse_interval'):
         dispy.JobCluster(lambda: 0, nodes=['127.0.0.1'], pulse_interval=0.5)
