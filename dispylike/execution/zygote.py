@@ -33,6 +33,7 @@ import os
 import pickle
 import selectors
 import signal
+import _signal
 import socket
 import subprocess
 import sys
@@ -57,6 +58,9 @@ from .staging import FileSink
 SETUP_OK = (0, 1, 2)
 KILL_AFTER_TERM = 1.0
 READ_SIZE = 1 << 20
+_SIGKILL, _SIGCHLD, _SIGINT, _SIGTERM = (int(signal.SIGKILL), int(signal.SIGCHLD),
+                                         int(signal.SIGINT), int(signal.SIGTERM))
+_SIG_DFL = int(signal.SIG_DFL)
 
 
 def _send(sock: socket.socket, *fields: Any) -> None:
@@ -262,19 +266,27 @@ class Zygote:
         return child
 
     def _child_setup(self) -> None:
+        # Every object this touches is shared with the zygote, and each page written
+        # costs a copy-on-write fault: so the C functions of _signal (signal.signal
+        # wraps them in enum conversions that touch ~60 pages), plain ints, and the
+        # selector's and the control socket's descriptors closed without tearing
+        # down their Python objects (this process never returns to the zygote loop,
+        # and it ends with os._exit).
         os.setpgid(0, 0)
-        set_parent_death_signal(signal.SIGKILL)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        fds = [self._wake_r, self._wake_w]
+        set_parent_death_signal(_SIGKILL)
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(_SIGCHLD, _SIG_DFL)
+        _signal.signal(_SIGINT, _signal.default_int_handler)
+        _signal.signal(_SIGTERM, _SIG_DFL)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         for other in self.children.values():
-            fds += [fd for fd in (other.rfd, other.afd) if fd >= 0]
-        for fd in fds:
-            os.close(fd)
-        self.sel.close()
-        self.ctl.close()
+            if other.rfd >= 0:
+                os.close(other.rfd)
+            if other.afd >= 0:
+                os.close(other.afd)
+        os.close(self.sel.fileno())
+        os.close(self.ctl.detach())
 
     def read_result(self, child: _Child, block: bool = False) -> None:
         """Read what the child wrote to its pipe; at EOF, report the job."""
