@@ -24,6 +24,7 @@ parent (parent-death signal).
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import gc
 import importlib
@@ -33,7 +34,6 @@ import os
 import pickle
 import selectors
 import signal
-import _signal
 import socket
 import subprocess
 import sys
@@ -51,7 +51,7 @@ from ..protocol.messages import safe_loads
 from ..status import JobStatus
 from . import channel
 from .computation import JobDepends, Loaded, load, rebind
-from .forking import lean_fork
+from .forking import LeanForks
 from .processes import kill_group, set_parent_death_signal
 from .staging import FileSink
 
@@ -208,7 +208,7 @@ class Zygote:
     # gets a fresh process forked from the zygote after setup.
     def fork_job(self, uid: int, attempt: int, payload: bytes) -> None:
         try:
-            child = self.spares.popleft() if self.spares else self._spawn()
+            child = self.spares.popleft() if self.spares else self._spawn()[0]
         except OSError as exc:  # out of processes or descriptors: fail this job only
             _send(self.ctl, 'refused', uid, attempt, f'could not start a job process: {exc}')
             return
@@ -229,41 +229,72 @@ class Zygote:
         process's own working set once per burst instead of once per job."""
         if len(self.spares) >= self.spare_low:
             return
-        while len(self.spares) < self.spare_high:
-            try:
-                self.spares.append(self._spawn())
-            except OSError:  # spares are an optimisation: a job forks when it needs one
-                return
+        with contextlib.suppress(OSError):  # spares are an optimisation: a job forks
+            self.spares.extend(self._spawn(self.spare_high - len(self.spares)))
 
-    def _spawn(self) -> _Child:
-        rfd, wfd = os.pipe()
-        afd_r, afd_w = os.pipe()
+    def _spawn(self, count: int = 1) -> list[_Child]:
+        """Fork up to ``count`` job processes (at least one, else OSError).  Between two
+        forks this process runs as little Python as possible: each page it writes
+        then costs a copy-on-write fault, so the pipes are made before the burst and
+        the bookkeeping is done after it."""
+        pipes: list[tuple[int, int, int, int]] = []   # (rfd, wfd, afd_r, afd_w)
         try:
-            pid = lean_fork()
+            for _ in range(count):
+                pipes.append(os.pipe() + os.pipe())
         except OSError:
-            for fd in (rfd, wfd, afd_r, afd_w):
-                os.close(fd)
-            raise
-        if pid == 0:
-            code = 70
-            try:
+            if not pipes:
+                raise
+        pids: list[int] = []
+        error: OSError | None = None
+        with LeanForks() as forks:
+            for index in range(len(pipes)):
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    error = exc
+                    break
+                if pid == 0:
+                    forks.restore()
+                    self._child_main(pipes, index)
+                pids.append(pid)
+        spawned = []
+        for index, fds in enumerate(pipes):
+            rfd, wfd, afd_r, afd_w = fds
+            os.close(wfd)
+            os.close(afd_r)
+            if index >= len(pids):  # its fork failed
                 os.close(rfd)
                 os.close(afd_w)
-                self._child_setup()
-                code = run_job(self.loaded, afd_r, wfd)
-            finally:
-                os._exit(code)
-        os.close(wfd)
-        os.close(afd_r)
+                continue
+            pid = pids[index]
+            try:
+                os.setpgid(pid, pid)  # also done in the child; whoever runs first wins
+            except OSError:
+                pass
+            os.set_blocking(rfd, False)
+            child = _Child(pid, -1, -1, rfd, afd_w)
+            self.children[pid] = child
+            self.sel.register(rfd, selectors.EVENT_READ, child)
+            spawned.append(child)
+        if not spawned:
+            raise error or OSError('no job process could be forked')
+        return spawned
+
+    def _child_main(self, pipes: list[tuple[int, int, int, int]], index: int) -> None:
+        """Body of a forked job process; never returns."""
+        code = 70
         try:
-            os.setpgid(pid, pid)  # also done in the child; whoever runs first wins
-        except OSError:
-            pass
-        os.set_blocking(rfd, False)
-        child = _Child(pid, -1, -1, rfd, afd_w)
-        self.children[pid] = child
-        self.sel.register(rfd, selectors.EVENT_READ, child)
-        return child
+            rfd, wfd, afd_r, afd_w = pipes[index]
+            os.close(rfd)
+            os.close(afd_w)
+            for other, fds in enumerate(pipes):  # the other job processes' pipes
+                if other != index:
+                    for fd in fds:
+                        os.close(fd)
+            self._child_setup()
+            code = run_job(self.loaded, afd_r, wfd)
+        finally:
+            os._exit(code)
 
     def _child_setup(self) -> None:
         # Every object this touches is shared with the zygote, and each page written
