@@ -64,7 +64,10 @@ _SIG_DFL = int(signal.SIG_DFL)
 
 
 def _send(sock: socket.socket, *fields: Any) -> None:
-    for buf in channel.pack(*fields):
+    bufs = channel.pack(*fields)
+    if sum(len(buf) for buf in bufs) < _SMALL:
+        bufs = [b''.join(bufs)]  # one system call for the usual short message
+    for buf in bufs:
         sock.sendall(buf)  # sendall: a signal (SIGCHLD) may interrupt a plain send
 
 
@@ -173,6 +176,9 @@ class Zygote:
         except BaseException:  # noqa: BLE001 - any failure of user setup is reported
             _send(self.ctl, 'failed', traceback.format_exc())
             return
+        ns = self.loaded.ns.__dict__  # bound once here, not in each job process
+        ns['dispy_provisional_result'] = _provisional_sender()
+        ns['dispy_send_file'] = _file_sender(ns)
         gc.freeze()  # jobs then leave the objects made so far alone: fewer copied pages
         self.spare_low = max(0, spares)
         self.spare_high = 3 * self.spare_low
@@ -215,8 +221,11 @@ class Zygote:
         child.uid, child.attempt = uid, attempt
         self.pids[uid] = child.pid
         try:
-            _write_all(child.afd, channel.LENGTH.pack(len(payload)))
-            _write_all(child.afd, payload)
+            if len(payload) < _SMALL:  # one write (and one read in the child)
+                _write_all(child.afd, channel.LENGTH.pack(len(payload)) + payload)
+            else:
+                _write_all(child.afd, channel.LENGTH.pack(len(payload)))
+                _write_all(child.afd, payload)
         except OSError:
             pass  # the spare died: reaping reports the job as ended without a result
         os.close(child.afd)
@@ -517,27 +526,49 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
 
 def run_job(loaded: Loaded | None, afd: int, wfd: int) -> int:
     """Body of a job process: wait for its arguments on ``afd``, run, write the result
-    to ``wfd`` (see :mod:`.channel` for the layout).  Returns the exit code."""
-    head = _read_exactly(afd, channel.LENGTH.size)
-    payload = _read_exactly(afd, channel.LENGTH.unpack(head)[0]) if head else None
+    to ``wfd`` (see :mod:`.channel` for the layout).  Returns the exit code.  Every
+    object touched here is shared with the zygote, and each page written costs a
+    copy-on-write fault, so the path stays short."""
+    global _job_wfd
+    head = os.read(afd, _LENGTH_SIZE)
+    if 0 < len(head) < _LENGTH_SIZE:
+        rest = _read_exactly(afd, _LENGTH_SIZE - len(head))
+        head = head + rest if rest is not None else b''
+    payload = None
+    if head:
+        (size,) = _unpack_length(head)
+        payload = os.read(afd, min(size, READ_SIZE)) if size else b''
+        if payload and len(payload) < size:  # a large payload comes in parts
+            rest = _read_exactly(afd, size - len(payload))
+            payload = None if rest is None else payload + rest
+        elif size and not payload:
+            payload = None
     os.close(afd)
     if payload is None or loaded is None:
         return 71  # a spare that was never used, or a node that never loaded
     start = time.time()
-    loaded.ns.__dict__['dispy_provisional_result'] = _provisional_sender(wfd)
-    loaded.ns.__dict__['dispy_send_file'] = _file_sender(wfd, loaded.ns.__dict__)
+    _job_wfd = wfd  # for dispy_provisional_result and dispy_send_file
     result, out, err, exc, status = _capture_run(loaded, payload)
     status, body = _serialize_reply(result, out, err, exc, status)
     head = channel.RESULT_HEADER.pack(int(status), start, time.time(), len(body))
-    _write_all(wfd, channel.RECORD.pack(channel.RESULT, len(head) + len(body)))
-    _write_all(wfd, head)
-    _write_all(wfd, body)
+    record = channel.RECORD.pack(channel.RESULT, len(head) + len(body))
+    if len(body) < _SMALL:
+        _write_all(wfd, record + head + body)  # one write for the usual small result
+    else:
+        _write_all(wfd, record + head)
+        _write_all(wfd, body)
     os.close(wfd)
     return 0
 
 
-def _file_sender(wfd: int, ns: dict):
-    """``dispy_send_file`` for a job writing to ``wfd``."""
+_LENGTH_SIZE = channel.LENGTH.size
+_unpack_length = channel.LENGTH.unpack
+_SMALL = 1 << 16
+_job_wfd = -1  # this job process's result pipe
+
+
+def _file_sender(ns: dict):
+    """``dispy_send_file`` for jobs (writing to their result pipe)."""
     def dispy_send_file(path: str, relay: bool = False,
                         timeout: float = config.MsgTimeout) -> int:
         """Send the file at ``path`` (inside the job's directory) to the client, which
@@ -557,22 +588,26 @@ def _file_sender(wfd: int, ns: dict):
         except (OSError, ValueError) as exc:
             print(f'dispy_send_file: refused: {exc}', file=sys.stderr)
             return -1
+        if _job_wfd < 0:
+            return -1  # not in a job
         name = os.path.relpath(real, base).replace(os.sep, '/').encode('utf-8')
         head = channel.FILE_NAME.pack(len(name)) + name
-        _write_all(wfd, channel.RECORD.pack(channel.FILE, len(head) + len(data)))
-        _write_all(wfd, head)
-        _write_all(wfd, data)
+        _write_all(_job_wfd, channel.RECORD.pack(channel.FILE, len(head) + len(data)))
+        _write_all(_job_wfd, head)
+        _write_all(_job_wfd, data)
         return 0
     return dispy_send_file
 
 
-def _provisional_sender(wfd: int):
-    """``dispy_provisional_result`` for a job writing to ``wfd``."""
+def _provisional_sender():
+    """``dispy_provisional_result`` for jobs (writing to their result pipe)."""
     def dispy_provisional_result(result: Any, relay: bool = False,
                                  timeout: float = config.MsgTimeout) -> int:
         """Send ``result`` to the client now; the job goes on.  0 if sent, -1 if the
         result cannot be serialised.  (``relay`` and ``timeout`` are dispy's; the
         result is handed to the node at once.)"""
+        if _job_wfd < 0:
+            return -1  # not in a job
         try:
             body = pickle.dumps(result, protocol=5)
         except Exception:  # noqa: BLE001 - fall back to by-value pickling
@@ -580,8 +615,8 @@ def _provisional_sender(wfd: int):
                 body = cloudpickle.dumps(result, protocol=5)
             except Exception:  # noqa: BLE001 - unpicklable: tell the caller
                 return -1
-        _write_all(wfd, channel.RECORD.pack(channel.PROVISIONAL, len(body)))
-        _write_all(wfd, body)
+        _write_all(_job_wfd, channel.RECORD.pack(channel.PROVISIONAL, len(body)))
+        _write_all(_job_wfd, body)
         return 0
     return dispy_provisional_result
 
