@@ -5,6 +5,7 @@ Each asserts that every job ends exactly once, that the loss is detected within
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ import pytest
 
 import dispylike
 from dispylike import DispyJob
+from dispylike.execution.processes import child_env
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 pytestmark = pytest.mark.multihost
@@ -74,6 +76,8 @@ def test_partition_then_heal_with_reentrant_jobs(lab, start_node, caplog):
         more = [cluster.submit(i) for i in range(8)]
         assert cluster.wait(60)
         assert 'h2' in {j.result[0] for j in more}       # ... and gets work again
+    report('silent partition (100% drop) then heal, reentrant', detection_s=round(delay, 1),
+           lost=0, duplicates=0, healed_gets_jobs=True)
 
 
 def test_partition_without_reentrant_abandons_its_jobs(lab, start_node):
@@ -89,6 +93,8 @@ def test_partition_without_reentrant_abandons_its_jobs(lab, start_node):
     assert on_h2 and all(j.status == DispyJob.Abandoned and 'lost' in j.exception
                          for j in on_h2)
     assert all(j.status == DispyJob.Finished for j in jobs if j not in on_h2)
+    report('silent partition, not reentrant', lost=0, duplicates=0,
+           abandoned=len(on_h2), finished=len(jobs) - len(on_h2))
 
 
 def test_kill_9_of_a_node_leaves_no_job_running(lab, start_node):
@@ -107,3 +113,139 @@ def test_kill_9_of_a_node_leaves_no_job_running(lab, start_node):
         return subprocess.run(['ip', 'netns', 'pids', lab.ns('h2')], capture_output=True,
                               text=True).stdout.split()
     assert wait_for(lambda: left() == [], 10), left()     # job processes died with it
+    report('kill -9 of a node mid-job, reentrant', lost=0, duplicates=0,
+           orphan_job_processes=0)
+
+
+# --- more drills: report what they measured when DISPYLIKE_DRILL_REPORT names a file ---
+
+def report(drill: str, **figures) -> None:
+    path = os.environ.get('DISPYLIKE_DRILL_REPORT')
+    if path:
+        with open(path, 'a') as f:
+            f.write(json.dumps({'drill': drill, **figures}) + '\n')
+
+
+def finished_once(jobs, n):
+    assert [j.status for j in jobs] == [DispyJob.Finished] * n, [j.exception for j in jobs]
+    assert sorted(j.result[1] for j in jobs) == list(range(n))      # each exactly once
+
+
+def test_link_cut_mid_job_then_heal(lab, start_node, caplog):
+    for host in ('h2', 'h3'):
+        start_node(host, '-i', lab.ip(host))
+    joins = []
+    cluster = cluster_on_h1(lab, reentrant=True, cluster_status=lambda s, n, j: joins.append(
+        n.ip_addr) if s == dispylike.DispyNode.Initialized else None)
+    with cluster:
+        jobs = [cluster.submit(i) for i in range(10)]
+        assert wait_for(lambda: any(j.status == DispyJob.Running and j.ip_addr == lab.ip('h2')
+                                    for j in jobs), 20)
+        start = time.time()
+        with caplog.at_level(logging.INFO, logger='dispylike'):
+            lab.cut('h2')
+            assert cluster.wait(60)
+        took = time.time() - start
+        finished_once(jobs, 10)
+        (delay,) = zombie_delays(caplog)
+        assert delay <= 5 * PULSE + 1
+        lab.heal('h2')
+        assert wait_for(lambda: joins.count(lab.ip('h2')) == 2, 30), joins
+        more = [cluster.submit(i) for i in range(8)]
+        assert cluster.wait(60)
+        assert 'h2' in {j.result[0] for j in more}
+    report('link cut mid-job, reentrant', detection_s=round(delay, 1), lost=0, duplicates=0,
+           finish_s=round(took, 1), healed_gets_jobs=True)
+
+
+def test_node_restart_mid_run(lab, start_node):
+    victim = start_node('h2', '-i', lab.ip('h2'))
+    start_node('h3', '-i', lab.ip('h3'))
+    joins = []
+    cluster = cluster_on_h1(lab, reentrant=True, cluster_status=lambda s, n, j: joins.append(
+        n.ip_addr) if s == dispylike.DispyNode.Initialized else None)
+    with cluster:
+        jobs = [cluster.submit(i) for i in range(12)]
+        assert wait_for(lambda: any(j.status == DispyJob.Running and j.ip_addr == lab.ip('h2')
+                                    for j in jobs), 20)
+        start = time.time()
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait(10)
+        start_node('h2', '-i', lab.ip('h2'))               # the same host and port, at once
+        assert cluster.wait(60)
+        took = time.time() - start
+        finished_once(jobs, 12)
+        assert wait_for(lambda: joins.count(lab.ip('h2')) == 2, 30), joins
+        more = [cluster.submit(i) for i in range(8)]
+        assert cluster.wait(60)
+        assert 'h2' in {j.result[0] for j in more}          # the new incarnation gets work
+    report('node restart (kill -9, start again) mid-run, reentrant', lost=0, duplicates=0,
+           finish_s=round(took, 1), healed_gets_jobs=True)
+
+
+def test_twenty_percent_loss_on_one_node_for_the_whole_run(lab, start_node):
+    for host in ('h2', 'h3'):
+        start_node(host, '-i', lab.ip(host))
+    lab.loss('h2', 20)
+    start = time.time()
+    cluster = cluster_on_h1(lab, reentrant=True)
+    with cluster:
+        jobs = [cluster.submit(i) for i in range(24)]
+        assert cluster.wait(120)
+        finished_once(jobs, 24)
+        hosts = [j.result[0] for j in jobs]
+    report('20% packet loss on one node, whole run, reentrant', lost=0, duplicates=0,
+           finish_s=round(time.time() - start, 1),
+           jobs_on_lossy_node=hosts.count('h2'))
+
+
+CRASHING_CLIENT = '''
+import os, signal, sys, time
+import dispylike
+
+def slow(n):
+    import socket, time
+    time.sleep(2.0)
+    return socket.gethostname(), n
+
+nodes, path = sys.argv[1].split(','), sys.argv[2]
+cluster = dispylike.JobCluster(slow, nodes=nodes, secret='lab', recover_file=path,
+                               pulse_interval=1)
+jobs = [cluster.submit(i) for i in range(4)]
+deadline = time.time() + 20
+while sum(j.status == dispylike.DispyJob.Running for j in jobs) < 4 and time.time() < deadline:
+    time.sleep(0.05)
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+RECOVERING_CLIENT = '''
+import json, sys
+import dispylike
+jobs = dispylike.recover_jobs(sys.argv[1], secret='lab')
+print(json.dumps([[j.id, int(j.status), j.result] for j in jobs]))
+'''
+
+
+def test_client_kill_9_then_recover_jobs_from_a_new_process(lab, start_node, tmp_path):
+    nodes = [start_node(host, '-i', lab.ip(host)) for host in ('h2', 'h3')]
+    path = str(tmp_path / 'recover')
+    env = dict(lab.env, PYTHONPATH=child_env()['PYTHONPATH'])
+    crash = lab.popen('h1', [sys.executable, '-c', CRASHING_CLIENT,
+                             f'{lab.ip("h2")},{lab.ip("h3")}', path], env=env,
+                      stderr=subprocess.PIPE, text=True)
+    _, crash_err = crash.communicate(timeout=60)
+    assert crash.returncode == -signal.SIGKILL, crash_err
+    start = time.time()
+    rec = lab.popen('h1', [sys.executable, '-c', RECOVERING_CLIENT, path], env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = rec.communicate(timeout=60)
+    assert rec.returncode == 0, err
+    got = json.loads(out)
+    assert [(i, status) for i, status, _ in got] == [(i, int(DispyJob.Finished))
+                                                     for i in range(1, 5)]
+    assert sorted(r[1] for _, _, r in got) == list(range(4))
+    assert {r[0] for _, _, r in got} == {'h2', 'h3'}
+    for node in nodes:                                      # both released
+        assert wait_for(lambda n=node: 'closed' in n.log().split('attached again')[-1], 10)
+    report('client kill -9, recover_jobs from a new process', lost=0, duplicates=0,
+           recover_s=round(time.time() - start, 1))
