@@ -33,8 +33,10 @@ log = logging.getLogger('dispylike')
 class JobCluster:
     """Run ``computation`` on dispynode daemons.  dispy's arguments and meaning.
 
-    Not available yet: an explicit ``recover_file`` raises NotImplementedError (no
-    recover file is written yet).
+    ``recover_file``: the journal :func:`dispylike.recover_jobs` reads after a
+    crash (default ``_dispy_YYYYMMDDHHMMSS`` here; an existing explicit path is an
+    error; removed at a clean close).  ``self.recover_file`` is its path ('' if it
+    could not be created).
 
     ``submit(..., dispy_job_depends=[...])`` gives one job its own files,
     modules, functions and classes, removed after it (the keyword never reaches

@@ -186,10 +186,11 @@ def test_node_restart_mid_run(lab, start_node):
 def test_twenty_percent_loss_on_one_node_for_the_whole_run(lab, start_node):
     for host in ('h2', 'h3'):
         start_node(host, '-i', lab.ip(host))
-    lab.loss('h2', 20)
-    start = time.time()
     cluster = cluster_on_h1(lab, reentrant=True)
     with cluster:
+        assert wait_for(lambda: len(cluster.status()) == 2, 20)
+        lab.loss('h2', 20)
+        start = time.time()
         jobs = [cluster.submit(i) for i in range(24)]
         assert cluster.wait(120)
         finished_once(jobs, 24)
