@@ -16,6 +16,9 @@ MsgTimeout = 10
 #: Largest file accepted from a peer, in bytes; 0 means no limit (dispy's default).
 MaxFileSize = 0
 SharedSchedulerClientPort = 0
+#: A job whose node is lost this many times (reentrant clusters) ends Abandoned
+#: instead of running again (dispylike's own setting; read when a cluster starts).
+MaxJobLosses = 3
 
 ClientPort = 'DispyPort'
 NodePort = 'DispyPort + 1'

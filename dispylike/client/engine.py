@@ -111,7 +111,7 @@ class Engine(NodeFinder, NodeManagement):
                  on_job_update: Callable[[DispyJob], None] | None = None) -> None:
         self.cfg = cfg
         self.cluster = cluster
-        self.sched = Scheduler(reentrant=cfg.reentrant)
+        self.sched = Scheduler(reentrant=cfg.reentrant, max_losses=config.MaxJobLosses)
         self.links: dict[str, NodeLink] = {}
         self.nodes: list[DispyNode] = []      # every node ever used, for print_status
         self.jobs: dict[int, DispyJob] = {}
