@@ -18,9 +18,7 @@ unpickled here; user callbacks are handed to the callback thread.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
 import pickle
 import ssl
 import time
@@ -43,20 +41,18 @@ from ..status import JobStatus, NodeStatus
 from ..transport.connection import Connection, connect
 from ..transport.loop import set_event
 from .finder import NodeFinder
+from .journaling import Journaling
 from .local import LocalNodeProcess
 from .management import NodeManagement
 
 log = logging.getLogger('dispylike')
 
-FILE_CHUNK = 1 << 20
 #: A node silent for this many pulse intervals is a zombie (dispy's rule).
 ZOMBIE_PULSES = 5
 #: Jobs shorter than this (seconds, moving average per node) are prefetched: the node
 #: holds one queued job per CPU, so a CPU never waits for a round trip to the client.
 #: Longer jobs are not, so work stays free to go to nodes that become idle.
 PREFETCH_BELOW = 0.05
-#: Seconds between writes of the recover file when no job is sent (group commit).
-JOURNAL_EVERY = 0.1
 
 
 @dataclass
@@ -102,7 +98,7 @@ class NodeLink:
         return not (self.user_paused or self.service_paused)
 
 
-class Engine(NodeFinder, NodeManagement):
+class Engine(NodeFinder, NodeManagement, Journaling):
     """All mutable cluster state lives here and is touched only on the I/O loop."""
 
     def __init__(self, cfg: EngineConfig, cluster: Any,
@@ -287,34 +283,6 @@ class Engine(NodeFinder, NodeManagement):
             self._on_status(NodeStatus.Closed, node, None)   # the node failed: say so
             raise ComputationError(f'on {info.name}: {reply.error}')
         return NodeLink(key, conn, node, spec=spec)
-
-    async def _node_has(self, conn: Connection, path: str, relpath: str, mode: int) -> bool:
-        """cleanup=False: ask whether the node kept this very file (size and SHA-256)
-        from an earlier cluster with the same dest_path."""
-        size, digest = await asyncio.to_thread(_size_and_sha256, path)
-        conn.send(m.FileOffer(self.cfg.comp_id, relpath, size, digest, mode))
-        while True:
-            reply = await asyncio.wait_for(conn.recv(), self.cfg.msg_timeout)
-            if isinstance(reply, m.FileOfferReply) and reply.relpath == relpath:
-                return reply.have
-            if isinstance(reply, m.FileStored) and reply.error:
-                raise ComputationError(f'node refused file {reply.relpath!r}: {reply.error}')
-            if not isinstance(reply, m.FileStored):
-                raise ProtocolError(f'unexpected {type(reply).__name__} during setup')
-
-    async def _send_file(self, conn: Connection, path: str, relpath: str, mode: int) -> int:
-        sent = 0
-        f = await asyncio.to_thread(open, path, 'rb')  # disk I/O stays off the loop
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            while True:
-                data = await asyncio.to_thread(f.read, FILE_CHUNK)
-                final = sent + len(data) >= size or not data
-                conn.send(m.FileChunk(self.cfg.comp_id, relpath, sent, data, final, mode))
-                sent += len(data)
-                await conn.drain()
-                if final:
-                    return sent
 
     async def _read(self, link: NodeLink) -> None:
         reason = 'connection closed'
@@ -542,68 +510,6 @@ class Engine(NodeFinder, NodeManagement):
         self._on_status(status, job._node, job)
         self._on_job_done(job)
 
-    # --- recover file -----------------------------------------------------------
-    def journal_id(self, job: DispyJob) -> None:
-        """The program gave ``job`` a new id (called on the loop)."""
-        if self.journal is not None and job._uid in self.jobs:
-            self._journal_ids.append(job)
-
-    def _journal_sync(self) -> None:
-        """Append what happened since the last call, then write it (no fsync: the page
-        cache survives the client process; the file is fsynced at close)."""
-        journal = self.journal
-        if journal is None:
-            return
-        if self._journal_jobs:
-            jobs, self._journal_jobs = self._journal_jobs, []
-            for job in jobs:
-                if job._payload is None:
-                    continue          # already over: nothing to recover
-                try:
-                    journal.submitted(job._uid, job.id, job._payload)
-                except Exception:  # noqa: BLE001 - an id plain pickle cannot store
-                    journal.submitted(job._uid, repr(job.id), job._payload)
-        if self._journal_dispatches:
-            dispatches, self._journal_dispatches = self._journal_dispatches, []
-            for uid, key, attempt in dispatches:
-                journal.dispatched(uid, key, attempt)
-        if self._journal_ids:
-            renamed, self._journal_ids = self._journal_ids, []
-            for job in renamed:
-                try:
-                    journal.job_id(job._uid, job.id)
-                except Exception:  # noqa: BLE001 - as above
-                    journal.job_id(job._uid, repr(job.id))
-        if journal.pending_bytes:
-            try:
-                journal.flush(sync=False)
-            except OSError as exc:
-                log.error('recover file %s: %s; it is no longer written', journal.path, exc)
-                self.journal = None
-
-    async def _journal_writer(self) -> None:
-        while self.journal is not None:
-            await asyncio.sleep(JOURNAL_EVERY)
-            self._journal_sync()
-
-    def _close_journal(self) -> None:
-        journal, self.journal = self.journal, None
-        if journal is None:
-            return
-        if self._journal_task is not None:
-            self._journal_task.cancel()
-        try:
-            if self.jobs:     # jobs that never ended: keep the file for recover_jobs
-                journal.flush(sync=True)
-                journal.close()
-                log.warning('%d job(s) did not end; recover file %s kept', len(self.jobs),
-                            journal.path)
-            else:
-                journal.closed()
-                journal.close(remove=True)
-        except OSError as exc:
-            log.error('recover file %s: %s', journal.path, exc)
-
     # --- shutdown ---------------------------------------------------------------
     def cancel_all(self) -> None:
         for uid in list(self.jobs):
@@ -649,16 +555,6 @@ class Engine(NodeFinder, NodeManagement):
         self._close_journal()
         for _ in range(3):  # aborted transports close their sockets on the next turns
             await asyncio.sleep(0)
-
-
-def _size_and_sha256(path: str) -> tuple[int, bytes]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, 'rb') as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.digest()
 
 
 def _decode_reply(payload: bytes) -> tuple[Any, str | None, str | None, str | None]:

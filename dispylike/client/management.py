@@ -4,20 +4,24 @@ lives in Engine, which runs them on the I/O loop)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DispyError
+from ..errors import ComputationError, DispyError, ProtocolError
 from ..execution.staging import FileSink, StagingError
 from ..job import DispyJob
 from ..nodes import node_spec
 from ..protocol import messages as m
 
 if TYPE_CHECKING:
+    from ..transport.connection import Connection
     from .engine import NodeLink
 
 log = logging.getLogger('dispylike')
+
+FILE_CHUNK = 1 << 20
 
 
 class NodeManagement:
@@ -92,6 +96,34 @@ class NodeManagement:
             host, port = link.key.rsplit(':', 1)
             self._start_join(link.spec, host, int(port))
 
+    async def _node_has(self, conn: Connection, path: str, relpath: str, mode: int) -> bool:
+        """cleanup=False: ask whether the node kept this very file (size and SHA-256)
+        from an earlier cluster with the same dest_path."""
+        size, digest = await asyncio.to_thread(_size_and_sha256, path)
+        conn.send(m.FileOffer(self.cfg.comp_id, relpath, size, digest, mode))
+        while True:
+            reply = await asyncio.wait_for(conn.recv(), self.cfg.msg_timeout)
+            if isinstance(reply, m.FileOfferReply) and reply.relpath == relpath:
+                return reply.have
+            if isinstance(reply, m.FileStored) and reply.error:
+                raise ComputationError(f'node refused file {reply.relpath!r}: {reply.error}')
+            if not isinstance(reply, m.FileStored):
+                raise ProtocolError(f'unexpected {type(reply).__name__} during setup')
+
+    async def _send_file(self, conn: Connection, path: str, relpath: str, mode: int) -> int:
+        sent = 0
+        f = await asyncio.to_thread(open, path, 'rb')  # disk I/O stays off the loop
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            while True:
+                data = await asyncio.to_thread(f.read, FILE_CHUNK)
+                final = sent + len(data) >= size or not data
+                conn.send(m.FileChunk(self.cfg.comp_id, relpath, sent, data, final, mode))
+                sent += len(data)
+                await conn.drain()
+                if final:
+                    return sent
+
     def _on_job_file(self, link: NodeLink, msg: m.JobFile) -> None:
         """A job's dispy_send_file: saved under this directory, at its relative path."""
         if not self.sched.is_current(msg.uid, msg.attempt, link.key):
@@ -123,6 +155,16 @@ class NodeManagement:
             log.warning('node %s refused %s: %s', link.node.name, path, error)
             return -1
         return 0
+
+
+def _size_and_sha256(path: str) -> tuple[int, bytes]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, 'rb') as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.digest()
 
 
 def _save_job_file(relpath: str, data: bytes, node_name: str) -> None:

@@ -50,6 +50,7 @@ from ..status import JobStatus
 from ..transport.connection import Connection, Server
 from ..transport.loop import set_event
 from ..version import __version__
+from .housekeeping import Housekeeping
 from .options import DEFAULT_MAX_FILE_SIZE, NodeOptions, resolve_cpus
 from .service import Service, ServiceHours
 from .session import ClientSession
@@ -90,7 +91,7 @@ class _Queued:
     payload: bytes
 
 
-class NodeDaemon:
+class NodeDaemon(Housekeeping):
     """The dispynode service.  ``await start()``; ``done`` is set when it wants to exit
     (``--serve`` reached, ``dispynode_shutdown()``); ``await stop()`` releases it all.
     ``clock`` (local time of day, for service hours) is injectable for tests."""
@@ -216,54 +217,6 @@ class NodeDaemon:
         self.cpus = new
         self._pump()
         return new
-
-    # --- housekeeping -----------------------------------------------------------
-    async def _housekeeping(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick)
-            try:
-                await self._service_check()
-                await self._reap_zombies()
-                interval = self.opts.ping_interval
-                if (interval and self.owner is None and self.service is Service.SERVING
-                        and time.monotonic() - self._last_announce >= interval):
-                    self._announce()
-            except Exception:  # noqa: BLE001 - housekeeping must go on; the bug is logged
-                log.exception('housekeeping failed')
-
-    async def _service_check(self) -> None:
-        now = self.clock()
-        state = self.hours.state(now)
-        if state is self.service:
-            return
-        previous, self.service = self.service, state
-        stamp = now.strftime('%H:%M')
-        log.info('service hours: %s at %s', state.value, stamp)
-        if self.beacon is not None:
-            self.beacon.silent = state is not Service.SERVING
-        if state is Service.SERVING:
-            for session in self.clients:
-                session.send(m.ServiceChange(True, False, f'service started at {stamp}'))
-            self._announce()
-        elif state is Service.STOPPED and previous is Service.SERVING:
-            for session in self.clients:
-                session.send(m.ServiceChange(False, False, f'service stopped at {stamp}: '
-                                                           'no new jobs; running jobs go on'))
-        elif state is Service.ENDED:
-            for session in list(self.clients):
-                session.send(m.ServiceChange(False, True, f'service ended at {stamp}: '
-                                                          'running jobs terminated'))
-                await self._end_session(session)
-
-    async def _reap_zombies(self) -> None:
-        limit = self.opts.zombie_interval * 60
-        now = time.monotonic()
-        for session in list(self.clients):
-            if session.detached_at and now - session.detached_at > limit:
-                log.warning('client %s gone for %.0f s (zombie_interval %g min): terminating '
-                            'its jobs and cleaning up', session.client, now - session.detached_at,
-                            self.opts.zombie_interval)
-                await self._end_session(session)
 
     # --- per connection ---------------------------------------------------------
     async def _serve_client(self, conn: Connection) -> None:

@@ -50,20 +50,36 @@ def zombie_delays(caplog) -> list[float]:
             if (m := re.search(r'silent for ([0-9.]+) s: zombie', r.getMessage()))]
 
 
-def test_partition_then_heal_with_reentrant_jobs(lab, start_node, caplog):
-    for host in ('h2', 'h3'):
-        start_node(host, '-i', lab.ip(host))
+def reentrant_cluster_counting_joins(lab):
+    """A reentrant cluster on h1, and the list of node addresses as each joins."""
     joins = []
 
     def cluster_status(status, node, job):
         if status == dispylike.DispyNode.Initialized:
             joins.append(node.ip_addr)
+    return cluster_on_h1(lab, reentrant=True, cluster_status=cluster_status), joins
 
-    cluster = cluster_on_h1(lab, reentrant=True, cluster_status=cluster_status)
+
+def wait_running_on(lab, jobs, host):
+    assert wait_for(lambda: any(j.status == DispyJob.Running and j.ip_addr == lab.ip(host)
+                                for j in jobs), 20)
+
+
+def assert_back_with_work(lab, cluster, joins, host):
+    """``host`` joined a second time, and new jobs run there."""
+    assert wait_for(lambda: joins.count(lab.ip(host)) == 2, 30), joins
+    more = [cluster.submit(i) for i in range(8)]
+    assert cluster.wait(60)
+    assert host in {j.result[0] for j in more}
+
+
+def test_partition_then_heal_with_reentrant_jobs(lab, start_node, caplog):
+    for host in ('h2', 'h3'):
+        start_node(host, '-i', lab.ip(host))
+    cluster, joins = reentrant_cluster_counting_joins(lab)
     with cluster:
         jobs = [cluster.submit(i) for i in range(12)]
-        assert wait_for(lambda: any(j.status == DispyJob.Running and j.ip_addr == lab.ip('h2')
-                                    for j in jobs), 20)
+        wait_running_on(lab, jobs, 'h2')
         with caplog.at_level(logging.INFO, logger='dispylike'):
             lab.partition('h2')
             assert cluster.wait(60)
@@ -72,10 +88,7 @@ def test_partition_then_heal_with_reentrant_jobs(lab, start_node, caplog):
         (delay,) = zombie_delays(caplog)
         assert delay <= 5 * PULSE + 1
         lab.heal('h2')                                   # the node comes back ...
-        assert wait_for(lambda: joins.count(lab.ip('h2')) == 2, 30), joins
-        more = [cluster.submit(i) for i in range(8)]
-        assert cluster.wait(60)
-        assert 'h2' in {j.result[0] for j in more}       # ... and gets work again
+        assert_back_with_work(lab, cluster, joins, 'h2')  # ... and gets work again
     report('silent partition (100% drop) then heal, reentrant', detection_s=round(delay, 1),
            lost=0, duplicates=0, healed_gets_jobs=True)
 
@@ -103,8 +116,7 @@ def test_kill_9_of_a_node_leaves_no_job_running(lab, start_node):
     cluster = cluster_on_h1(lab, reentrant=True)
     with cluster:
         jobs = [cluster.submit(i) for i in range(8)]
-        assert wait_for(lambda: any(j.status == DispyJob.Running and j.ip_addr == lab.ip('h2')
-                                    for j in jobs), 20)
+        wait_running_on(lab, jobs, 'h2')
         os.kill(victim.proc.pid, signal.SIGKILL)
         assert cluster.wait(60)
         assert sorted(j.result[1] for j in jobs) == list(range(8))
@@ -134,13 +146,10 @@ def finished_once(jobs, n):
 def test_link_cut_mid_job_then_heal(lab, start_node, caplog):
     for host in ('h2', 'h3'):
         start_node(host, '-i', lab.ip(host))
-    joins = []
-    cluster = cluster_on_h1(lab, reentrant=True, cluster_status=lambda s, n, j: joins.append(
-        n.ip_addr) if s == dispylike.DispyNode.Initialized else None)
+    cluster, joins = reentrant_cluster_counting_joins(lab)
     with cluster:
         jobs = [cluster.submit(i) for i in range(10)]
-        assert wait_for(lambda: any(j.status == DispyJob.Running and j.ip_addr == lab.ip('h2')
-                                    for j in jobs), 20)
+        wait_running_on(lab, jobs, 'h2')
         start = time.time()
         with caplog.at_level(logging.INFO, logger='dispylike'):
             lab.cut('h2')
@@ -150,10 +159,7 @@ def test_link_cut_mid_job_then_heal(lab, start_node, caplog):
         (delay,) = zombie_delays(caplog)
         assert delay <= 5 * PULSE + 1
         lab.heal('h2')
-        assert wait_for(lambda: joins.count(lab.ip('h2')) == 2, 30), joins
-        more = [cluster.submit(i) for i in range(8)]
-        assert cluster.wait(60)
-        assert 'h2' in {j.result[0] for j in more}
+        assert_back_with_work(lab, cluster, joins, 'h2')
     report('link cut mid-job, reentrant', detection_s=round(delay, 1), lost=0, duplicates=0,
            finish_s=round(took, 1), healed_gets_jobs=True)
 
@@ -161,13 +167,10 @@ def test_link_cut_mid_job_then_heal(lab, start_node, caplog):
 def test_node_restart_mid_run(lab, start_node):
     victim = start_node('h2', '-i', lab.ip('h2'))
     start_node('h3', '-i', lab.ip('h3'))
-    joins = []
-    cluster = cluster_on_h1(lab, reentrant=True, cluster_status=lambda s, n, j: joins.append(
-        n.ip_addr) if s == dispylike.DispyNode.Initialized else None)
+    cluster, joins = reentrant_cluster_counting_joins(lab)
     with cluster:
         jobs = [cluster.submit(i) for i in range(12)]
-        assert wait_for(lambda: any(j.status == DispyJob.Running and j.ip_addr == lab.ip('h2')
-                                    for j in jobs), 20)
+        wait_running_on(lab, jobs, 'h2')
         start = time.time()
         os.kill(victim.proc.pid, signal.SIGKILL)
         victim.proc.wait(10)
@@ -175,10 +178,7 @@ def test_node_restart_mid_run(lab, start_node):
         assert cluster.wait(60)
         took = time.time() - start
         finished_once(jobs, 12)
-        assert wait_for(lambda: joins.count(lab.ip('h2')) == 2, 30), joins
-        more = [cluster.submit(i) for i in range(8)]
-        assert cluster.wait(60)
-        assert 'h2' in {j.result[0] for j in more}          # the new incarnation gets work
+        assert_back_with_work(lab, cluster, joins, 'h2')    # the new incarnation
     report('node restart (kill -9, start again) mid-run, reentrant', lost=0, duplicates=0,
            finish_s=round(took, 1), healed_gets_jobs=True)
 

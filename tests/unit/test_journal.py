@@ -36,8 +36,8 @@ def write_sample(path) -> None:
     """Two jobs pending (one never dispatched), one done, two nodes, then CLOSED."""
     with RecoverJournal.create(path) as journal:
         journal.cluster(META)
-        journal.node('10.0.0.1:9700', '10.0.0.1', 9700, 'n1')
-        journal.node('10.0.0.2:9700', '10.0.0.2', 9700, 'n2')
+        journal.node('10.0.0.1:9700', '10.77.0.1', 9700, 'n1')
+        journal.node('10.0.0.2:9700', '10.77.0.2', 9700, 'n2')
         journal.submitted(1, 'job-a', b'args-1')
         journal.submitted(2, ('tuple', 2), b'args-2')
         journal.submitted(3, None, b'')
@@ -52,8 +52,8 @@ def test_round_trip_of_every_record_kind(tmp_path):
     write_sample(path)
     state = read_journal(path)
     assert state.meta == META
-    assert state.nodes == {'10.0.0.1:9700': NodeRecord('10.0.0.1', 9700, 'n1'),
-                           '10.0.0.2:9700': ('10.0.0.2', 9700, 'n2')}
+    assert state.nodes == {'10.0.0.1:9700': NodeRecord('10.77.0.1', 9700, 'n1'),
+                           '10.0.0.2:9700': ('10.77.0.2', 9700, 'n2')}
     assert state.jobs == {1: PendingJob(1, 'job-a', b'args-1', '10.0.0.1:9700', 1),
                           2: PendingJob(2, ('tuple', 2), b'args-2', None, 0)}
     assert state.closed is True

@@ -59,7 +59,7 @@ def test_config_round_trip(tmp_path):
 
 def test_command_line_wins_over_the_config_file(tmp_path):
     path = tmp_path / 'node.ini'
-    path.write_text('[dispynode]\ncpus = 1\nhost = 10.0.0.1 10.0.0.2\nclean = true\n')
+    path.write_text('[dispynode]\ncpus = 1\nhost = 10.77.0.1 10.77.0.2\nclean = true\n')
     _, args = cli.parse_args(['--config', str(path), '-c', '2', '-i', '127.0.0.1'])
     assert args.cpus == 2 and args.host == ['127.0.0.1'] and args.clean is True
 
