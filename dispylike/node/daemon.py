@@ -315,7 +315,7 @@ class NodeDaemon(Housekeeping):
             busy = self.owner.client + ('' if self.owner.attached else
                                         ' (disconnected; kept for recovery)')
         elif self.service is not Service.SERVING:
-            busy = f'nobody: out of service hours ({self.hours.describe()})'
+            busy = f'nobody: it is out of service hours ({self.hours.describe()})'
         session.send(m.NodeInfo(self.name, self.ip_addr, self.port, self.cpus, self.free,
                                 platform.platform(), self.incarnation, __version__, busy,
                                 availability(self.prefix)))
