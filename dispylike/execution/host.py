@@ -1,7 +1,11 @@
 """Node-side owner of one computation process (see :mod:`.zygote` for the diagram).
 
 :class:`ComputationHost` starts the zygote, loads the computation into it,
-asks it to run jobs and turns each 'done' report into a :class:`JobOutcome`.
+asks it to run jobs and turns each report into a :class:`JobOutcome`.  It also
+keeps count of the CPUs the node lent the process (:mod:`.jobqueue`): a job
+sent with a CPU starts at once, one sent without waits in the process for a
+CPU that a job ending there passes on; ``on_release`` hears of each CPU that
+comes back.
 A job that ended without a result (crash, ``os._exit``, a signal) becomes
 Terminated with a message that says how it died.  The node never unpickles
 anything from the computation process but plain data.
@@ -81,8 +85,11 @@ class ComputationHost:
                  on_broken: Callable[[str], None] | None = None,
                  on_provisional: Callable[[int, int, bytes], None] | None = None,
                  on_file: Callable[[int, int, str, bytes], None] | None = None,
-                 on_shutdown: Callable[[], None] | None = None) -> None:
+                 on_shutdown: Callable[[], None] | None = None,
+                 on_release: Callable[[], None] | None = None) -> None:
         self.comp_id = comp_id
+        self._on_release = on_release
+        self.lent = 0   # CPUs lent to the process: jobs running there
         self._on_file = on_file
         self._on_broken = on_broken
         self._on_provisional = on_provisional
@@ -189,18 +196,42 @@ class ComputationHost:
         return error or ''
 
     # --- jobs -------------------------------------------------------------------
-    def run(self, uid: int, attempt: int, payload: bytes) -> asyncio.Future:
-        """Start a job; the future resolves to a :class:`JobOutcome` (never raises)."""
+    def run(self, uid: int, attempt: int, payload: bytes, lend: bool = True) -> asyncio.Future:
+        """Send a job, with a CPU lent to start it at once or to wait for one in the
+        process; the future resolves to a :class:`JobOutcome` (never raises)."""
         fut = asyncio.get_running_loop().create_future()
         if self.broken:
             fut.set_result(JobOutcome(JobStatus.Terminated, 0.0, 0.0,
                                       failure_payload(self.broken)))
             return fut
         self._runs[uid] = (attempt, fut)
-        self._send('run', uid, attempt, payload)
+        self.lent += lend
+        self._send('run', uid, attempt, payload, lend)
         return fut
 
+    @property
+    def waiting(self) -> int:
+        """Jobs sent that wait in the process for a CPU."""
+        return len(self._runs) - self.lent
+
+    def lend(self) -> None:
+        """Lend a CPU to the oldest waiting job (it comes back if none waits)."""
+        if not self.broken:
+            self.lent += 1
+            self._send('lend')
+
+    def take_back(self, count: int) -> None:
+        """Have ``count`` CPUs come back as jobs end, whatever waits."""
+        if not self.broken and count > 0:
+            self._send('reclaim', count)
+
+    def drop_waiting(self) -> None:
+        """Cancel every job still waiting in the process."""
+        if not self.broken:
+            self._send('drop')
+
     def cancel(self, uid: int, grace: float = 5.0) -> None:
+        """A waiting job ends Cancelled at once; a running one is interrupted."""
         if uid in self._runs and not self.broken:
             self._send('cancel', uid, grace)
 
@@ -233,12 +264,22 @@ class ComputationHost:
 
     def _on_ctl(self, msg: tuple) -> None:
         kind = msg[0]
-        if kind == 'done' and len(msg) == 6:
-            _, uid, attempt, wait_status, cpu_time, result = msg
+        if kind == 'done' and len(msg) == 7:
+            _, uid, attempt, wait_status, cpu_time, result, released = msg
             entry = self._runs.get(uid)
             if entry is not None and entry[0] == attempt:
                 del self._runs[uid]
                 entry[1].set_result(outcome_from_report(wait_status, float(cpu_time), result))
+            if released:
+                self._release(1)
+        elif kind == 'returned' and len(msg) == 1:
+            self._release(1)
+        elif kind == 'cancelled' and len(msg) == 3:
+            entry = self._runs.get(msg[1])
+            if entry is not None and entry[0] == msg[2]:
+                del self._runs[msg[1]]
+                entry[1].set_result(JobOutcome(JobStatus.Cancelled, 0.0, 0.0,
+                                               failure_payload('cancelled before it started')))
         elif kind == 'provisional' and len(msg) == 4:
             entry = self._runs.get(msg[1])
             if (entry is not None and entry[0] == msg[2] and isinstance(msg[3], bytes)
@@ -266,8 +307,14 @@ class ComputationHost:
         else:
             raise ProtocolError(f'unknown message {kind!r}')
 
+    def _release(self, count: int) -> None:
+        self.lent = max(0, self.lent - count)
+        if count and self._on_release is not None:
+            self._on_release()
+
     def _fail_all(self, reason: str) -> None:
         runs, self._runs = self._runs, {}
+        self._release(self.lent)
         for _attempt, fut in runs.values():
             if not fut.done():
                 fut.set_result(JobOutcome(JobStatus.Terminated, 0.0, 0.0,

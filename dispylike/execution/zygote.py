@@ -14,12 +14,18 @@ globals created by ``setup``.  To keep fork off a job's critical path the zygote
 keeps "spare" job processes, forked ahead and blocked on their argument pipe;
 each job still runs in a fresh process of its own.
 
+The node lends the zygote a CPU with each job it may start at once; other
+jobs wait in the zygote (:mod:`.jobqueue`), and when a job ends the next one
+starts on its CPU before the node hears of the end.
+
 The zygote is the only owner of job processes: it forks them, cancels them
 (SIGINT, grace, SIGTERM, SIGKILL of the process group) and reaps them.  A job
-is reported to the node exactly once, as 'done': at the end of its result pipe
+is reported to the node exactly once: as 'done' at the end of its result pipe
 when a result arrived (the process is exiting), otherwise when it is reaped, so
-the report can say how it died.  Job processes and the zygote die with their
-parent (parent-death signal).
+the report can say how it died; as 'cancelled' if it was cancelled (or the
+computation closed) while it waited; as 'refused' if no process could be
+forked for it.  Job processes and the zygote die with their parent
+(parent-death signal).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from ..status import JobStatus
 from . import channel
 from .computation import JobDepends, Loaded, load, rebind
 from .forking import LeanForks
+from .jobqueue import JobQueue, WaitingJob
 from .processes import kill_group, set_parent_death_signal
 from .staging import FileSink
 
@@ -94,6 +101,7 @@ class Zygote:
         self.children: dict[int, _Child] = {}              # pid -> child
         self.pids: dict[int, int] = {}                      # uid -> pid
         self.spares: deque[_Child] = deque()
+        self.queue = JobQueue()
         self.spare_low = 0    # fork more spares when fewer than this are left ...
         self.spare_high = 0   # ... up to this many, in one burst
         self.deadlines: dict[int, tuple[float, int]] = {}   # pid -> (when, next signal)
@@ -137,7 +145,17 @@ class Zygote:
         """Handle one message from the node; True means exit the loop."""
         kind = msg[0]
         if kind == 'run':
-            self.fork_job(*msg[1:])
+            uid, attempt, payload, lend = msg[1:]
+            self.queue.add(WaitingJob(uid, attempt, payload))
+            if lend:
+                self._lent()
+        elif kind == 'lend':
+            self._lent()
+        elif kind == 'reclaim':
+            self.queue.give_back(msg[1])
+        elif kind == 'drop':
+            for job in self.queue.drop():
+                _send(self.ctl, 'cancelled', job.uid, job.attempt)
         elif kind == 'cancel':
             self.cancel(msg[1], msg[2])
         elif kind == 'load':
@@ -192,6 +210,7 @@ class Zygote:
 
     def finish(self, run_cleanup: bool) -> None:
         self.spare_low = self.spare_high = 0
+        self.queue.drop()   # the node fails them: nothing may start now
         for pid in list(self.children):
             kill_group(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
@@ -212,12 +231,25 @@ class Zygote:
     # A job process is forked *before* its job arrives (a "spare" waiting on its
     # argument pipe), so the fork is off the job's critical path; each job still
     # gets a fresh process forked from the zygote after setup.
-    def fork_job(self, uid: int, attempt: int, payload: bytes) -> None:
+    def _lent(self) -> None:
+        if not self._run_on_cpu(self.queue.lend()):
+            _send(self.ctl, 'returned')
+
+    def _run_on_cpu(self, job: WaitingJob | None) -> bool:
+        """Start ``job`` on a lent CPU (the next waiting job if it cannot start).
+        False: nothing started, the CPU goes back to the node."""
+        while job is not None:
+            if self.fork_job(job.uid, job.attempt, job.payload):
+                return True
+            job = self.queue.ended()
+        return False
+
+    def fork_job(self, uid: int, attempt: int, payload: bytes) -> bool:
         try:
             child = self.spares.popleft() if self.spares else self._spawn()[0]
         except OSError as exc:  # out of processes or descriptors: fail this job only
             _send(self.ctl, 'refused', uid, attempt, f'could not start a job process: {exc}')
-            return
+            return False
         child.uid, child.attempt = uid, attempt
         self.pids[uid] = child.pid
         try:
@@ -230,6 +262,7 @@ class Zygote:
             pass  # the spare died: reaping reports the job as ended without a result
         os.close(child.afd)
         child.afd = -1
+        return True
 
     def _top_up(self) -> None:
         """Refill the spares in bursts, after a job's report (so a fork never delays a
@@ -377,11 +410,16 @@ class Zygote:
         child.reported = True
         self.pids.pop(child.uid, None)
         self.deadlines.pop(child.pid, None)
+        kept = self._run_on_cpu(self.queue.ended())  # first: the CPU waits for no one
         _send(self.ctl, 'done', child.uid, child.attempt, child.wait_status or 0,
-              child.cpu_time, child.final)
+              child.cpu_time, child.final, not kept)
         self._top_up()
 
     def cancel(self, uid: int, grace: float) -> None:
+        job = self.queue.cancel(uid)
+        if job is not None:
+            _send(self.ctl, 'cancelled', job.uid, job.attempt)
+            return
         pid = self.pids.get(uid)
         if pid is None or pid in self.deadlines:
             return

@@ -8,9 +8,12 @@
          └─ Attach: a new connection takes over a session (link healed, recover_jobs)
 
 One client holds the node at a time; others are refused with the holder's
-name.  The node runs at most one job per CPU it serves; extra jobs wait in the
-node's queue.  A client that closes its computation frees the node at once;
-one whose connection is lost keeps its jobs running and its replies kept for
+name.  The node runs at most one job per CPU it serves: it lends each CPU to a
+computation process with a job, and forwards up to ``cpus`` more jobs to wait
+there, so that a CPU passes from one job to the next inside that process
+without a round trip through the node; further jobs wait in the node's queue.
+A client that closes its computation frees the node at once; one whose
+connection is lost keeps its jobs running and its replies kept for
 ``zombie_interval`` minutes, then its computations are terminated and cleaned.
 Housekeeping (service hours, zombies, re-announcements) runs once a tick.
 """
@@ -76,9 +79,9 @@ class NodeComputation:
     code: bytes
     host: ComputationHost | None = None
     sinks: dict[str, FileSink] = field(default_factory=dict)
-    running: dict[int, int] = field(default_factory=dict)   # uid -> attempt
+    running: dict[int, int] = field(default_factory=dict)   # uid -> attempt, at the host
     queued: set[int] = field(default_factory=set)           # uids waiting in the node queue
-    idle: asyncio.Event = field(default_factory=set_event)  # set when nothing runs
+    idle: asyncio.Event = field(default_factory=set_event)  # set when no job is at the host
     starting: bool = False
 
 
@@ -111,7 +114,7 @@ class NodeDaemon(Housekeeping):
         self.port = 0
         self.owner: ClientSession | None = None
         self.clients: set[ClientSession] = set()     # own computations, attached or not
-        self.free = self.cpus
+        self.hosts: set[ComputationHost] = set()     # computation processes alive
         self.queue: deque[_Queued] = deque()
         self.jobs_done = 0
         self.served = 0
@@ -209,14 +212,26 @@ class NodeDaemon(Housekeeping):
         if self.opts.clean:
             shutil.rmtree(self.prefix, ignore_errors=True)
 
+    @property
+    def free(self) -> int:
+        """CPUs served and not lent to a computation process (negative for a while
+        after ``set_cpus`` took away CPUs that run jobs)."""
+        return self.cpus - sum(host.lent for host in self.hosts)
+
     def set_cpus(self, cpus: int) -> int:
         """Serve ``cpus`` CPUs from now on (the console's ``cpus N``); jobs running on
-        CPUs taken away finish first.  ValueError if the machine has not got them."""
-        new = resolve_cpus(cpus, os.cpu_count() or 1)
-        self.free += new - self.cpus
-        self.cpus = new
+        CPUs taken away finish first (their CPUs come back to the node instead of
+        passing on to waiting jobs).  ValueError if the machine has not got them."""
+        self.cpus = resolve_cpus(cpus, os.cpu_count() or 1)
+        owed = -self.free
+        for host in self.hosts:
+            if owed <= 0:
+                break
+            count = min(owed, host.lent)
+            host.take_back(count)
+            owed -= count
         self._pump()
-        return new
+        return self.cpus
 
     # --- per connection ---------------------------------------------------------
     async def _serve_client(self, conn: Connection) -> None:
@@ -411,13 +426,15 @@ class NodeDaemon(Housekeeping):
                                on_broken=partial(self._comp_broken, session, comp),
                                on_provisional=partial(self._provisional, session),
                                on_file=partial(self._job_file, session),
-                               on_shutdown=self._shutdown_requested)
+                               on_shutdown=self._shutdown_requested,
+                               on_release=self._pump)
         node_globals = {'dispy_node_name': self.name, 'dispy_node_ip_addr': self.ip_addr,
                         'dispy_job_path': comp.dest_path,
                         '_dispy_max_file_size': self.opts.max_file_size}
         try:
             await host.start(comp.code, node_globals, msg.setup_args, spares=self.cpus,
                              in_process=self.opts.unsafe_setup)
+            self.hosts.add(host)
         except ComputationError as exc:
             log.warning('computation "%s" from %s failed: %s', comp.name, session.client, exc)
             session.send(m.ComputationReady(comp.comp_id, False, str(exc), comp.dest_path))
@@ -425,6 +442,7 @@ class NodeDaemon(Housekeeping):
         comp.host, comp.code = host, b''
         if comp.comp_id not in session.comps:       # closed while it was starting
             await host.close(run_cleanup=True)
+            self.hosts.discard(host)
             return
         session.send(m.ComputationReady(comp.comp_id, True, '', comp.dest_path))
 
@@ -478,15 +496,24 @@ class NodeDaemon(Housekeeping):
         self._pump()
 
     def _pump(self) -> None:
-        while self.free > 0 and self.queue:
-            q = self.queue.popleft()
+        """Lend free CPUs, first to jobs waiting in computation processes (the oldest),
+        then with queued jobs; forward up to ``cpus`` more jobs per process to wait."""
+        for host in self.hosts:
+            while host.waiting > 0 and self.free > 0 and not host.broken:
+                host.lend()
+        while self.queue:
+            q = self.queue[0]
+            closed = q.comp.comp_id not in q.session.comps
+            lend = self.free > 0
+            if not (closed or lend or q.comp.host.waiting < self.cpus):
+                break
+            self.queue.popleft()
             q.comp.queued.discard(q.uid)
-            if q.comp.comp_id not in q.session.comps:
-                continue  # its computation is closed: nobody waits for a reply
-            self.free -= 1
+            if closed:
+                continue  # nobody waits for a reply
             q.comp.running[q.uid] = q.attempt
             q.comp.idle.clear()
-            fut = q.comp.host.run(q.uid, q.attempt, q.payload)
+            fut = q.comp.host.run(q.uid, q.attempt, q.payload, lend)
             fut.add_done_callback(partial(self._job_done, q.session, q.comp, q.uid, q.attempt))
 
     def _job_done(self, session: ClientSession, comp: NodeComputation, uid: int, attempt: int,
@@ -497,7 +524,6 @@ class NodeDaemon(Housekeeping):
                                  failure_payload(f'the result is {len(outcome.payload)} bytes; '
                                                  f'the limit is {MAX_RESULT_BYTES}: save it to '
                                                  'a file instead'))
-        self.free += 1
         self.jobs_done += 1
         if comp.running.get(uid) == attempt:
             del comp.running[uid]
@@ -536,8 +562,10 @@ class NodeDaemon(Housekeeping):
             sink.abort()
         if comp.host is not None:
             if not terminate:
+                comp.host.drop_waiting()
                 await comp.idle.wait()
             error = await comp.host.close(run_cleanup=True)
+            self.hosts.discard(comp.host)
             if error:
                 log.warning('cleanup of "%s" failed:\n%s', comp.name, error)
         if comp.remove_files:

@@ -1,0 +1,48 @@
+"""Jobs waiting in a computation process for a CPU the node lent it (pure)."""
+
+from dispylike.execution.jobqueue import JobQueue, WaitingJob
+
+
+def queue_of(*uids):
+    queue = JobQueue()
+    for uid in uids:
+        queue.add(WaitingJob(uid, 1, b''))
+    return queue
+
+
+def test_a_lent_cpu_starts_the_oldest_waiting_job():
+    queue = queue_of(1, 2)
+    assert queue.lend().uid == 1 and queue.running == 1
+
+
+def test_an_ending_job_passes_its_cpu_on_then_gives_it_back():
+    queue = queue_of(1, 2, 3)
+    queue.lend()
+    assert queue.ended().uid == 2
+    assert queue.ended().uid == 3
+    assert queue.ended() is None and queue.running == 0
+
+
+def test_a_cpu_lent_with_nothing_waiting_goes_back():
+    queue = JobQueue()
+    assert queue.lend() is None and queue.running == 0
+
+
+def test_cpus_taken_back_are_returned_as_jobs_end():
+    queue = queue_of(1, 2, 3, 4)
+    queue.lend()
+    queue.lend()
+    queue.give_back(1)
+    assert queue.ended() is None             # given back, though jobs wait
+    assert queue.ended().uid == 3            # the other CPU passes on
+    assert queue.running == 1 and queue.owed == 0
+
+
+def test_cancel_and_drop_remove_waiting_jobs_only():
+    queue = queue_of(1, 2, 3)
+    queue.lend()
+    assert queue.cancel(1) is None           # running, not waiting
+    assert queue.cancel(2).uid == 2
+    assert queue.cancel(2) is None           # once
+    assert [job.uid for job in queue.drop()] == [3]
+    assert queue.ended() is None and not queue.waiting
