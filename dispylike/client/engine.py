@@ -50,9 +50,12 @@ log = logging.getLogger('dispylike')
 #: A node silent for this many pulse intervals is a zombie (dispy's rule).
 ZOMBIE_PULSES = 5
 #: Jobs shorter than this (seconds, moving average per node) are prefetched: the node
-#: holds one queued job per CPU, so a CPU never waits for a round trip to the client.
-#: Longer jobs are not, so work stays free to go to nodes that become idle.
+#: holds PREFETCH_PER_CPU queued jobs per CPU, so a CPU never waits for a round trip to
+#: the client (the node hands one job per CPU to the computation process, where the
+#: next job starts as one ends; the others refill it without the client).  Longer
+#: jobs are not, so work stays free to go to nodes that become idle.
 PREFETCH_BELOW = 0.05
+PREFETCH_PER_CPU = 2
 
 
 @dataclass
@@ -500,7 +503,8 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         short = link.avg_job_time < PREFETCH_BELOW
         if short != link.prefetching:
             link.prefetching = short
-            self._apply(self.sched.set_prefetch(link.key, link.node.cpus if short else 0))
+            self._apply(self.sched.set_prefetch(
+                link.key, PREFETCH_PER_CPU * link.node.cpus if short else 0))
 
     def _finish(self, job: DispyJob, status: JobStatus, result: Any, stdout: str | None,
                 stderr: str | None, exception: str | None) -> None:
