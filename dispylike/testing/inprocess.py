@@ -77,6 +77,13 @@ class InProcessNode:
         finally:
             await self.node.stop()
 
+    def call(self, func, *args, timeout: float = 30.0):
+        """Run ``func(*args)`` on the node's event loop (e.g. ``node.set_cpus``) and
+        return its result."""
+        async def run():
+            return func(*args)
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
     def stop(self, timeout: float = 30.0) -> None:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             try:

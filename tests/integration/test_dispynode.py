@@ -221,6 +221,37 @@ def test_console_status_cpus_and_quit():
         assert node.proc.wait(20) == 0
 
 
+def span_marked(t):
+    import os
+    import time
+    start = time.time()
+    open(f'started-{os.getpid()}', 'w').close()
+    time.sleep(t)
+    return start, time.time()
+
+
+def test_fewer_cpus_at_run_time_apply_to_jobs_waiting_in_the_computation_process():
+    with InProcessNode(NodeOptions(cpus=2)) as node:
+        with dispylike.JobCluster(span_marked, nodes=[(node.host, node.port)]) as c:
+            short = [c.submit(0) for _ in range(30)]      # short jobs turn prefetch on:
+            assert all(j() for j in short)
+            jobs = [c.submit(0.6) for _ in range(6)]      # 2 run, 2 wait in the zygote
+
+            def started():
+                return sum(name.startswith('started-') for _, _, names in os.walk(node.prefix)
+                           for name in names)
+            assert wait_for(lambda: started() >= 32, 20)
+            assert node.call(node.node.set_cpus, 1) == 1
+            changed = time.time()
+            spans = sorted(j() for j in jobs)
+        before = [s for s in spans if s[0] < changed]
+        after = [s for s in spans if s[0] >= changed]
+        assert len(before) == 2 and len(after) == 4
+        assert all(start >= max(end for _, end in before) - 0.01 for start, _ in after)
+        for (_, end), (start, _) in zip(after, after[1:], strict=False):
+            assert start >= end - 0.01, 'two jobs overlapped after the node went to 1 CPU'
+
+
 # --- config files and bad values ---------------------------------------------------------
 
 def _dispynode(*args):
