@@ -60,30 +60,36 @@ def open_recover_file(path: str | None, *, comp_id: str, name: str, client_name:
                       ) -> tuple[str, RecoverJournal | None]:
     """Create the cluster's recover file (mode 0600).  ``path`` None: ``_dispy_<time>``
     here, or no file (with a warning) if this directory is not writable.  An explicit
-    path that exists is an error: it holds the jobs of a run that did not end."""
-    explicit = path is not None
-    path = path or default_recover_path()
-    for attempt in range(1, 100):
-        try:
-            journal = RecoverJournal.create(path)
-            break
-        except RecoverFileError as exc:
-            if explicit and os.path.exists(path):
-                raise RecoverFileError(f'recover file {path!r} exists (a run that did not end '
-                                       'cleanly?): recover_jobs() it, or remove it') from exc
-            if explicit or not os.path.exists(path):
-                log.warning('no recover file: %s', exc)
-                return '', None
-            path = f'{default_recover_path()}.{attempt}'    # two clusters in one second
+    path that exists is an error (it holds the jobs of a run that did not end), as is
+    one that cannot be created."""
+    if path is None:
+        journal = _create_default()
+        if journal is None:
+            return '', None
+    elif os.path.exists(path):
+        raise RecoverFileError(f'recover file {path!r} exists (a run that did not end '
+                               'cleanly?): recover_jobs() it, or remove it')
     else:
-        return '', None
+        journal = RecoverJournal.create(path)   # the program asked for it: errors are raised
     salt = os.urandom(16)
     journal.cluster({'comp_id': comp_id, 'name': name, 'client_name': client_name,
                      'created': time.time(), 'salt': salt,
                      'secret_check': _secret_check(secret, salt), 'tls_files': tls_files,
                      'msg_timeout': config.MsgTimeout})
     journal.flush(sync=True)
-    return path, journal
+    return journal.path, journal
+
+
+def _create_default() -> RecoverJournal | None:
+    base = default_recover_path()
+    for suffix in ['', *(f'.{n}' for n in range(1, 100))]:   # clusters made in one second
+        try:
+            return RecoverJournal.create(base + suffix)
+        except RecoverFileError as exc:
+            if not os.path.exists(base + suffix):       # not writable here: go on without
+                log.warning('no recover file: %s', exc)
+                return None
+    return None
 
 
 def recover_jobs(recover_file: str | None = None, timeout: float | None = None,

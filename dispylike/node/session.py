@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import shutil
+import struct
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -40,6 +41,8 @@ DISK_CAP = 2 * 1024 * 1024 * 1024
 REPLY_BATCH_BYTES = 16 * 1024 * 1024
 
 Reply = tuple   # (uid, attempt, status, start_time, end_time, payload)
+#: A spilled reply's file: this header (the reply's fields but the payload), then the payload.
+SPILL_HEAD = struct.Struct('!qqidd')
 
 
 class RetainedReplies:
@@ -82,7 +85,7 @@ class RetainedReplies:
         os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
         path = os.path.join(self.spill_dir, f'{key[0]}_{key[1]}')
         with open(path, 'wb') as f:
-            f.write(repr(entry[:5]).encode() + b'\n')
+            f.write(SPILL_HEAD.pack(*entry[:5]))
             f.write(entry[5])
         self._entries[key] = path
         self.disk_bytes += size
@@ -115,13 +118,12 @@ class RetainedReplies:
             if isinstance(value, str):
                 try:
                     with open(value, 'rb') as f:
-                        head = f.readline()
+                        fields = SPILL_HEAD.unpack(f.read(SPILL_HEAD.size))
                         payload = f.read()
-                except OSError as exc:
+                except (OSError, struct.error) as exc:
                     log.error('reply of job %d lost: %s', key[0], exc)
                     continue
-                uid, attempt, status, start, end = _parse_head(head)
-                yield (uid, attempt, status, start, end, payload)
+                yield (*fields, payload)
             else:
                 yield value
 
@@ -130,12 +132,6 @@ class RetainedReplies:
         self._sizes.clear()
         self.memory_bytes = self.disk_bytes = 0
         shutil.rmtree(self.spill_dir, ignore_errors=True)
-
-
-def _parse_head(head: bytes) -> tuple:
-    # written by this node only: "(uid, attempt, status, start, end)"
-    uid, attempt, status, start, end = head.decode().strip('()\n').split(',')
-    return int(uid), int(attempt), int(status), float(start), float(end)
 
 
 class ClientSession:

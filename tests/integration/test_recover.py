@@ -139,3 +139,19 @@ def test_a_clean_close_removes_the_file_and_an_explicit_one_is_never_overwritten
     with pytest.raises(RecoverFileError, match='exists'):
         dispylike.JobCluster(square, nodes=[node.address], recover_file=str(path))
     assert os.path.getsize(path) == len(b'left by a crash')
+
+
+def test_default_files_of_clusters_made_in_one_second_do_not_clash(tmp_path, monkeypatch):
+    from dispylike.client.recover import open_recover_file
+    monkeypatch.chdir(tmp_path)
+    kw = {'comp_id': 'c', 'name': 'n', 'client_name': 'me', 'secret': '',
+          'tls_files': ('', '', '')}
+    monkeypatch.setattr('dispylike.client.recover.default_recover_path',
+                        lambda: './_dispy_20260101000000')
+    first, j1 = open_recover_file(None, **kw)
+    second, j2 = open_recover_file(None, **kw)
+    assert first != second and second.startswith(first) and os.path.exists(second)
+    j1.close(remove=True)
+    j2.close(remove=True)
+    with pytest.raises(RecoverFileError):
+        open_recover_file(str(tmp_path / 'no-such-dir' / 'rec'), **kw)

@@ -21,6 +21,8 @@ import dispylike
 from dispylike import DispyJob
 from dispylike.execution.processes import child_env
 
+from .lab import Lab
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 pytestmark = pytest.mark.multihost
 PULSE = 1.0
@@ -73,24 +75,36 @@ def assert_back_with_work(lab, cluster, joins, host):
     assert host in {j.result[0] for j in more}
 
 
-def test_partition_then_heal_with_reentrant_jobs(lab, start_node, caplog):
+def finished_once(jobs, n):
+    assert [j.status for j in jobs] == [DispyJob.Finished] * n, [j.exception for j in jobs]
+    assert sorted(j.result[1] for j in jobs) == list(range(n))      # each exactly once
+
+
+FAULTS = {'partition': ('silent partition (100% drop) then heal, reentrant', Lab.partition),
+          'cut': ('link cut mid-job then heal, reentrant', Lab.cut)}
+
+
+@pytest.mark.parametrize('fault', sorted(FAULTS))
+def test_fault_mid_job_then_heal_with_reentrant_jobs(lab, start_node, caplog, fault):
+    name, inflict = FAULTS[fault]
     for host in ('h2', 'h3'):
         start_node(host, '-i', lab.ip(host))
     cluster, joins = reentrant_cluster_counting_joins(lab)
     with cluster:
         jobs = [cluster.submit(i) for i in range(12)]
         wait_running_on(lab, jobs, 'h2')
+        start = time.time()
         with caplog.at_level(logging.INFO, logger='dispylike'):
-            lab.partition('h2')
+            inflict(lab, 'h2')
             assert cluster.wait(60)
-        assert [j.status for j in jobs] == [DispyJob.Finished] * 12
-        assert sorted(j.result[1] for j in jobs) == list(range(12))    # each exactly once
+        took = time.time() - start
+        finished_once(jobs, 12)
         (delay,) = zombie_delays(caplog)
         assert delay <= 5 * PULSE + 1
         lab.heal('h2')                                   # the node comes back ...
         assert_back_with_work(lab, cluster, joins, 'h2')  # ... and gets work again
-    report('silent partition (100% drop) then heal, reentrant', detection_s=round(delay, 1),
-           lost=0, duplicates=0, healed_gets_jobs=True)
+    report(name, detection_s=round(delay, 1), lost=0, duplicates=0, finish_s=round(took, 1),
+           healed_gets_jobs=True)
 
 
 def test_partition_without_reentrant_abandons_its_jobs(lab, start_node):
@@ -136,32 +150,6 @@ def report(drill: str, **figures) -> None:
     if path:
         with open(path, 'a') as f:
             f.write(json.dumps({'drill': drill, **figures}) + '\n')
-
-
-def finished_once(jobs, n):
-    assert [j.status for j in jobs] == [DispyJob.Finished] * n, [j.exception for j in jobs]
-    assert sorted(j.result[1] for j in jobs) == list(range(n))      # each exactly once
-
-
-def test_link_cut_mid_job_then_heal(lab, start_node, caplog):
-    for host in ('h2', 'h3'):
-        start_node(host, '-i', lab.ip(host))
-    cluster, joins = reentrant_cluster_counting_joins(lab)
-    with cluster:
-        jobs = [cluster.submit(i) for i in range(10)]
-        wait_running_on(lab, jobs, 'h2')
-        start = time.time()
-        with caplog.at_level(logging.INFO, logger='dispylike'):
-            lab.cut('h2')
-            assert cluster.wait(60)
-        took = time.time() - start
-        finished_once(jobs, 10)
-        (delay,) = zombie_delays(caplog)
-        assert delay <= 5 * PULSE + 1
-        lab.heal('h2')
-        assert_back_with_work(lab, cluster, joins, 'h2')
-    report('link cut mid-job, reentrant', detection_s=round(delay, 1), lost=0, duplicates=0,
-           finish_s=round(took, 1), healed_gets_jobs=True)
 
 
 def test_node_restart_mid_run(lab, start_node):
