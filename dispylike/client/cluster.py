@@ -22,7 +22,7 @@ from ..log import setup_logging
 from ..nodes import DispyNode, node_spec
 from ..security.tls import maybe_client_context
 from .callbacks import CallbackRunner
-from .engine import Engine, EngineConfig
+from ..driver.engine import Engine, EngineConfig
 from .loopthread import LoopThread
 from .recover import open_recover_file
 from .status import format_status

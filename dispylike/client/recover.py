@@ -43,7 +43,7 @@ from ..protocol import messages as m
 from ..security.tls import maybe_client_context
 from ..status import JobStatus
 from ..transport.connection import Connection, connect
-from .engine import _decode_reply
+from ..driver.engine import _decode_reply
 
 log = logging.getLogger('dispylike')
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import configparser
 import logging
 import os
 import signal
 import sys
 
 from .. import config
+from ..configfile import parse_args, save_config
 from ..execution.processes import READY_LINE, set_parent_death_signal
 from ..log import setup_logging
 from ..transport.loop import new_event_loop
@@ -27,8 +27,6 @@ from .options import DEFAULT_MAX_FILE_SIZE, DEFAULT_ZOMBIE_MINUTES, NodeOptions,
 from .service import ServiceHours
 
 SECTION = 'dispynode'
-#: Options that are about this invocation, never read from or saved to a config file.
-NOT_CONFIG = {'config', 'save_config', 'ready_fd', 'exit_with_parent', 'help', 'version'}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,70 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_argv(parser: argparse.ArgumentParser, path: str, argv: list[str]) -> list[str]:
-    """Turn a config file into command-line words (skipping options ``argv`` sets)."""
-    cp = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(path) as f:
-            cp.read_file(f)
-    except (OSError, configparser.Error) as exc:
-        raise ValueError(f'cannot read config file {path}: {exc}') from None
-    if not cp.has_section(SECTION):
-        raise ValueError(f'config file {path} has no [{SECTION}] section')
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
-    given = {a.dest for a in actions.values() for word in argv
-             if word.split('=')[0] in a.option_strings}
-    words: list[str] = []
-    for key, value in cp.items(SECTION):
-        action = actions.get(key)
-        if action is None or key in NOT_CONFIG:
-            raise ValueError(f'config file {path}: unknown option {key!r}')
-        if key in given:
-            continue
-        flag = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
-            if value.strip().lower() in ('1', 'true', 'yes', 'on'):
-                words.append(flag)
-            elif value.strip().lower() not in ('0', 'false', 'no', 'off', ''):
-                raise ValueError(f'config file {path}: {key} must be true or false')
-        elif isinstance(action, argparse._AppendAction):
-            for item in value.split():
-                words += [flag, item]
-        elif value.strip():
-            words += [flag, value.strip()]
-    return words
-
-
-def save_config(parser: argparse.ArgumentParser, args: argparse.Namespace, path: str) -> None:
-    cp = configparser.ConfigParser(interpolation=None)
-    cp.add_section(SECTION)
-    for action in parser._actions:
-        if not action.option_strings or action.dest in NOT_CONFIG:
-            continue
-        value = getattr(args, action.dest)
-        if value is None:
-            continue
-        if isinstance(value, list):
-            value = ' '.join(value)
-        cp.set(SECTION, action.dest, str(value))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold the secret
-    with os.fdopen(fd, 'w') as f:
-        cp.write(f)
-
-
-def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    first = parser.parse_args(argv)
-    if first.config:
-        try:
-            argv = config_argv(parser, first.config, argv) + argv
-        except ValueError as exc:
-            parser.error(str(exc))
-        first = parser.parse_args(argv)
-    return parser, first
-
-
 def options_from_args(args: argparse.Namespace) -> NodeOptions:
     resolve_cpus(args.cpus, os.cpu_count() or 1)  # validate early, clear message
     ServiceHours.parse(args.service_start, args.service_stop, args.service_end)
@@ -209,14 +143,14 @@ async def run_node(opts: NodeOptions, ready_fd: int = -1, console: bool = False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, args = parse_args(argv)
+    parser, args = parse_args(build_parser(), SECTION, argv)
     try:
         opts = options_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     if args.save_config:
         try:
-            save_config(parser, args, args.save_config)
+            save_config(parser, args, SECTION, args.save_config)
         except OSError as exc:
             parser.error(f'cannot write config file {args.save_config}: {exc}')
         print(f'dispynode: options saved to {args.save_config}')

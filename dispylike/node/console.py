@@ -27,9 +27,8 @@ HELP = """commands:
 
 def status_text(node: NodeDaemon) -> str:
     running = node.cpus - node.free
-    owner = node.owner.client if node.owner is not None else '-'
-    if node.owner is not None and not node.owner.attached:
-        owner += ' (disconnected)'
+    owner = ', '.join(o.client + ('' if o.attached else ' (disconnected)')
+                      for o in node.owners) or '-'
     lines = [f'node "{node.name}" at {node.ip_addr}:{node.port}',
              f'  CPUs served: {node.cpus}   running jobs: {running}   queued: {len(node.queue)}'
              f'   jobs done: {node.jobs_done}',

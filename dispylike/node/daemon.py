@@ -8,7 +8,8 @@
          └─ Attach: a new connection takes over a session (link healed, recover_jobs)
 
 One client holds the node at a time; others are refused with the holder's
-name.  The node runs at most one job per CPU it serves: it lends each CPU to a
+name.  The sessions of one dispyscheduler (same non-empty ``group``) hold it
+together, one session per computation, and their jobs share its CPUs.  The node runs at most one job per CPU it serves: it lends each CPU to a
 computation process with a job, and forwards up to ``cpus`` more jobs to wait
 there, so that a CPU passes from one job to the next inside that process
 without a round trip through the node; further jobs wait in the node's queue.
@@ -56,7 +57,7 @@ from ..version import __version__
 from .housekeeping import Housekeeping
 from .options import DEFAULT_MAX_FILE_SIZE, NodeOptions, resolve_cpus
 from .service import Service, ServiceHours
-from .session import ClientSession
+from ..transport.session import ClientSession
 
 __all__ = ['DEFAULT_MAX_FILE_SIZE', 'NodeDaemon', 'NodeOptions', 'resolve_cpus']
 
@@ -112,7 +113,7 @@ class NodeDaemon(Housekeeping):
             tempfile.gettempdir(), 'dispylike', 'node'))
         self.ip_addr = ''
         self.port = 0
-        self.owner: ClientSession | None = None
+        self.owners: set[ClientSession] = set()     # sessions holding the node (one group)
         self.clients: set[ClientSession] = set()     # own computations, attached or not
         self.hosts: set[ComputationHost] = set()     # computation processes alive
         self.queue: deque[_Queued] = deque()
@@ -320,16 +321,22 @@ class NodeDaemon(Housekeeping):
         self.clients.discard(session)
         if session.conn is not None:
             session.conn.abort()
-        if self.owner is session:
-            self.owner = None
+        self.owners.discard(session)
 
     # --- handlers ---------------------------------------------------------------
+    def held_by(self, session: ClientSession) -> str:
+        """'' if ``session`` may use the node, else who holds it."""
+        for owner in self.owners:
+            if owner is not session and not (session.group and owner.group == session.group):
+                return owner.client + ('' if owner.attached else
+                                       ' (disconnected; kept for recovery)')
+        return ''
+
     def _on_info(self, session: ClientSession, msg: m.NodeInfoRequest) -> None:
-        busy = ''
-        if self.owner is not None and self.owner is not session:
-            busy = self.owner.client + ('' if self.owner.attached else
-                                        ' (disconnected; kept for recovery)')
-        elif self.service is not Service.SERVING:
+        if not session.comps:
+            session.group = msg.group
+        busy = self.held_by(session)
+        if not busy and self.service is not Service.SERVING:
             busy = f'nobody: it is out of service hours ({self.hours.describe()})'
         session.send(m.NodeInfo(self.name, self.ip_addr, self.port, self.cpus, self.free,
                                 platform.platform(), self.incarnation, __version__, busy,
@@ -338,8 +345,9 @@ class NodeDaemon(Housekeeping):
     def _on_setup(self, session: ClientSession, msg: m.SetupComputation) -> None:
         if msg.comp_id in session.comps or any(msg.comp_id in s.comps for s in self.clients):
             raise ProtocolError(f'computation {msg.comp_id!r} set up twice')
-        if self.owner is not None and self.owner is not session:
-            session.send(m.Refused(msg.comp_id, f'node is in use by {self.owner.client}'))
+        holder = self.held_by(session)
+        if holder:
+            session.send(m.Refused(msg.comp_id, f'node is in use by {holder}'))
             return
         if self.service is not Service.SERVING:
             session.send(m.Refused(msg.comp_id, 'out of service hours '
@@ -353,7 +361,7 @@ class NodeDaemon(Housekeeping):
             return
         dest = os.path.join(self.prefix, rel)
         os.makedirs(dest, mode=0o700, exist_ok=True)
-        self.owner = session
+        self.owners.add(session)
         self.clients.add(session)
         session.client = msg.client or session.client
         if msg.pulse_interval > 0 and session.pulse_task is None:
@@ -573,8 +581,7 @@ class NodeDaemon(Housekeeping):
         if not session.comps:
             session.retained.clear()
             self.clients.discard(session)
-            if self.owner is session:
-                self.owner = None
+            self.owners.discard(session)
             self._client_served()
         log.info('computation "%s" from %s closed', comp.name, session.client)
 

@@ -23,7 +23,7 @@ class Housekeeping:
                 await self._service_check()
                 await self._reap_zombies()
                 interval = self.opts.ping_interval
-                if (interval and self.owner is None and self.service is Service.SERVING
+                if (interval and not self.owners and self.service is Service.SERVING
                         and time.monotonic() - self._last_announce >= interval):
                     self._announce()
             except Exception:  # noqa: BLE001 - housekeeping must go on; the bug is logged

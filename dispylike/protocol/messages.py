@@ -109,7 +109,9 @@ def _check_items(owner: str, items: tuple, kinds: tuple) -> None:
 
 @message(16)
 class NodeInfoRequest(_Base):
-    """Ask a node who it is."""
+    """Ask a node who it is.  ``group``: '' for a client of its own; a dispyscheduler
+    gives its id, and the node then lets every session of that group share it."""
+    group: str
 
 
 @message(17)
@@ -305,3 +307,90 @@ class FileOfferReply(_Base):
     comp_id: str
     relpath: str
     have: bool
+
+
+# --- client <-> dispyscheduler ---------------------------------------------------
+# The scheduler also speaks the node's FileChunk/FileStored, StartComputation/
+# ComputationReady, CancelJob, JobReplies/AckReplies, ProvisionalResult, JobFile,
+# Attach/Attached, Heartbeat/Pulse and CloseComputation/ComputationClosed, with
+# attempt 0: the attempts on nodes are its own business.
+
+@message(39)
+class ShareComputation(_Base):
+    """Client -> scheduler: a computation for the shared nodes; its files follow, then
+    StartComputation.  ``nodes``: entries (host or pattern, port (0 = the default),
+    cpus (0 = all), setup_args (opaque pickle, '' = none))."""
+    comp_id: str
+    name: str
+    client: str
+    dest_path: str
+    code: bytes
+    cleanup: bool
+    pulse_interval: float   # client <-> scheduler; 0 = none
+    reentrant: bool
+    exclusive: bool
+    nodes: tuple
+
+    def check(self) -> None:
+        _check_items('ShareComputation', self.nodes, (str, int, int, bytes))
+
+
+@message(40)
+class SubmitJobs(_Base):
+    """Client -> scheduler: jobs (uid, node, payload); node '' = any node, else an
+    address, host name or 'address:port' (submit_node)."""
+    comp_id: str
+    jobs: tuple
+
+    def check(self) -> None:
+        _check_items('SubmitJobs', self.jobs, (int, str, bytes))
+
+
+@message(41)
+class JobsRunning(_Base):
+    """Scheduler -> client: jobs sent to a node: (uid, node address, node port)."""
+    jobs: tuple
+
+    def check(self) -> None:
+        _check_items('JobsRunning', self.jobs, (int, str, int))
+
+
+@message(42)
+class NodeEvent(_Base):
+    """Scheduler -> client: a node was set up for the computation (Initialized), left
+    it (Closed) or sent its availability (AvailInfo)."""
+    status: int
+    ip_addr: str
+    port: int
+    name: str
+    cpus: int
+    avail_cpus: int
+    platform: str
+    avail: tuple            # () or (cpu %, free memory, free disk, swap %)
+
+    def check(self) -> None:
+        if self.avail:
+            _check_items('NodeEvent', (self.avail,), (float, int, int, float))
+
+
+@message(43)
+class NodeRequest(_Base):
+    """Client -> scheduler: one of dispy's node-management calls on the computation
+    (op: allocate, deallocate, close, cpus, jobs, discover, send_file)."""
+    comp_id: str
+    request: int            # echoed in NodeRequestDone
+    op: str
+    node: str
+    number: int             # cpus for 'cpus'; 1 = terminate for 'close'
+    text: str               # file name for 'send_file'
+
+
+@message(44)
+class NodeRequestDone(_Base):
+    request: int
+    result: int             # dispy's return value (0 ok, -1 failed, cpus for 'cpus')
+    uids: tuple             # 'jobs': the uids running on the node
+
+    def check(self) -> None:
+        if not all(isinstance(u, int) and not isinstance(u, bool) for u in self.uids):
+            raise ProtocolError('NodeRequestDone: malformed uids')

@@ -83,7 +83,9 @@ class _Node:
 
     @property
     def free(self) -> int:
-        return self.cpus + self.prefetch - len(self.running) if self.accepting else 0
+        if not self.accepting or self.cpus <= 0:
+            return 0      # a node given no CPUs holds no prefetched jobs either
+        return self.cpus + self.prefetch - len(self.running)
 
 
 class Scheduler:

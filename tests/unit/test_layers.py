@@ -49,7 +49,7 @@ def test_top_layers_do_not_import_each_other():
             target = target_of(owner, name, level)
             if owner in TOP and target in TOP:
                 assert target == owner, f'{path} imports {name} (level {level})'
-            if owner in PURE | {'transport', 'execution', 'protocol'}:
+            if owner in PURE | {'transport', 'execution', 'protocol', 'driver'}:
                 assert target not in TOP, f'{path} imports {name}'
 
 

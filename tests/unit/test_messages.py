@@ -17,7 +17,7 @@ def roundtrip(msg):
 
 def test_round_trip_every_kind():
     samples = [
-        m.NodeInfoRequest(),
+        m.NodeInfoRequest(''),
         m.NodeInfo('n', '127.0.0.1', 9701, 2, 2, 'Linux', 123, '0.1', '', (1.5, 2, 3, 0.0)),
         m.FileChunk('c', 'a/b.txt', 0, b'data', True, 0o644),
         m.SetupComputation('c', 'compute', 'me', '', b'code', True, 2.0),
@@ -33,6 +33,14 @@ def test_round_trip_every_kind():
         m.CloseComputation('c', False),
         m.ComputationClosed('c'),
         m.Refused('c', 'busy'),
+        m.ShareComputation('c', 'compute', 'me', '', b'code', True, 0.0, False, True,
+                           (('10.0.0.*', 0, 2, b''),)),
+        m.SubmitJobs('c', ((1, '', b'p'), (2, '10.0.0.2', b'q'))),
+        m.JobsRunning(((1, '10.0.0.2', 9701),)),
+        m.NodeEvent(1, '10.0.0.2', 9701, 'n', 2, 2, 'Linux', ()),
+        m.NodeEvent(3, '10.0.0.2', 9701, 'n', 2, 2, 'Linux', (1.0, 2, 3, 4.0)),
+        m.NodeRequest('c', 7, 'cpus', '10.0.0.2', 1, ''),
+        m.NodeRequestDone(7, 1, (3, 4)),
     ]
     for msg in samples:
         assert roundtrip(msg) == msg
@@ -79,3 +87,16 @@ def test_malformed_pickle_is_protocol_error():
     for body in (b'', b'\x80\x05garbage', b'not a pickle at all'):
         with pytest.raises(ProtocolError):
             m.decode_message(Message(m.CancelJob.TYPE, body))
+
+
+@pytest.mark.parametrize('msg', [
+    m.ShareComputation('c', 'f', 'me', '', b'', True, 0.0, False, False, (('h', 0, 2),)),
+    m.SubmitJobs('c', ((1, 2, b'p'),)),
+    m.JobsRunning(((1, '10.0.0.2'),)),
+    m.NodeEvent(1, 'a', 1, 'n', 2, 2, 'L', (1.0, 2)),
+    m.NodeRequestDone(7, 1, ('x',)),
+])
+def test_scheduler_messages_with_malformed_entries_are_refused(msg):
+    t, body = m.encode_message(msg)
+    with pytest.raises(ProtocolError):
+        m.decode_message(Message(t, body))

@@ -8,7 +8,7 @@ import pytest
 
 from dispylike.node import cli
 from dispylike.node.service import Service, ServiceHours
-from dispylike.node.session import RetainedReplies
+from dispylike.transport.session import RetainedReplies
 
 S, T, E = Service.SERVING, Service.STOPPED, Service.ENDED
 

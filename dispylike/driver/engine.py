@@ -77,6 +77,7 @@ class EngineConfig:
     ssl_context: ssl.SSLContext | None = None
     tls_files: tuple[str, str, str] = ('', '', '')   # certfile, keyfile, cafile (local nodes)
     journal: RecoverJournal | None = None            # the recover file
+    group: str = ''          # a dispyscheduler's id: its engines share the nodes they use
 
 
 @dataclass
@@ -145,6 +146,10 @@ class Engine(NodeFinder, NodeManagement, Journaling):
                 self._start_join(spec, None, None)
         if any(spec.is_pattern for spec in self.specs) and self.beacon is None:
             await self._start_discovery()
+
+    def join_node(self, spec: NodeAllocate, host: str, port: int) -> None:
+        """Dial this node (found by someone else, e.g. a dispyscheduler) and set it up."""
+        self._start_join(spec, host, port)
 
     def _start_join(self, spec: NodeAllocate, host: str | None, port: int | None) -> None:
         task = asyncio.get_running_loop().create_task(self._join(spec, host, port))
@@ -244,7 +249,7 @@ class Engine(NodeFinder, NodeManagement, Journaling):
 
     async def _setup(self, conn: Connection, spec: NodeAllocate, key: str) -> NodeLink | None:
         timeout = self.cfg.msg_timeout
-        conn.send(m.NodeInfoRequest())
+        conn.send(m.NodeInfoRequest(self.cfg.group))
         info = await asyncio.wait_for(conn.recv(), timeout)
         if not isinstance(info, m.NodeInfo):
             raise ProtocolError(f'expected NodeInfo, got {type(info).__name__}')
@@ -268,8 +273,7 @@ class Engine(NodeFinder, NodeManagement, Journaling):
             if not cfg.remove_files and await self._node_has(conn, path, relpath, mode):
                 continue
             node.tx += await self._send_file(conn, path, relpath, mode)
-        setup_args = cloudpickle.dumps(spec.setup_args, protocol=5) if spec.setup_args else b''
-        conn.send(m.StartComputation(cfg.comp_id, setup_args))
+        conn.send(m.StartComputation(cfg.comp_id, self._setup_args(spec)))
         while True:
             reply = await conn.recv()
             if isinstance(reply, m.Refused):
@@ -286,6 +290,9 @@ class Engine(NodeFinder, NodeManagement, Journaling):
             self._on_status(NodeStatus.Closed, node, None)   # the node failed: say so
             raise ComputationError(f'on {info.name}: {reply.error}')
         return NodeLink(key, conn, node, spec=spec)
+
+    def _setup_args(self, spec: NodeAllocate) -> bytes:
+        return cloudpickle.dumps(spec.setup_args, protocol=5) if spec.setup_args else b''
 
     async def _read(self, link: NodeLink) -> None:
         reason = 'connection closed'
@@ -334,8 +341,11 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         job = self.jobs.get(msg.uid)
         if job is None or not self.sched.is_current(msg.uid, msg.attempt, link.key):
             return  # from an attempt that no longer counts
+        self._deliver_provisional(link, job, msg.payload)
+
+    def _deliver_provisional(self, link: NodeLink, job: DispyJob, payload: bytes) -> None:
         try:
-            job.result = pickle.loads(msg.payload)
+            job.result = pickle.loads(payload)
         except Exception as exc:  # noqa: BLE001 - a class missing here: report, go on
             log.warning('provisional result of job %s could not be unpickled: %r', job.id, exc)
             return
@@ -490,21 +500,29 @@ class Engine(NodeFinder, NodeManagement, Journaling):
             if end > start:
                 node.cpu_time += end - start
                 self._note_job_time(link, end - start)
-            job = self.jobs.pop(uid)
-            result, stdout, stderr, exc = _decode_reply(payload)
-            if final is JobStatus.Cancelled:
-                exc = exc or 'cancelled'
-            self._finish(job, final, result, stdout, stderr, exc)
+            self._deliver(self.jobs.pop(uid), final, start, end, payload)
             self._apply(actions)
         link.conn.send(m.AckReplies(tuple(acks)))
+
+    def _deliver(self, job: DispyJob, status: JobStatus, start: float, end: float,
+                 payload: bytes) -> None:
+        """A job's final reply: unpickle it and finish the job (a dispyscheduler
+        overrides this to pass the payload on unopened)."""
+        result, stdout, stderr, exc = _decode_reply(payload)
+        if status is JobStatus.Cancelled:
+            exc = exc or 'cancelled'
+        self._finish(job, status, result, stdout, stderr, exc)
 
     def _note_job_time(self, link: NodeLink, seconds: float) -> None:
         link.avg_job_time += (seconds - link.avg_job_time) / 8
         short = link.avg_job_time < PREFETCH_BELOW
         if short != link.prefetching:
             link.prefetching = short
-            self._apply(self.sched.set_prefetch(
-                link.key, PREFETCH_PER_CPU * link.node.cpus if short else 0))
+            self._prefetch(link)
+
+    def _prefetch(self, link: NodeLink) -> None:
+        jobs = PREFETCH_PER_CPU * link.node.cpus if link.prefetching else 0
+        self._apply(self.sched.set_prefetch(link.key, jobs))
 
     def _finish(self, job: DispyJob, status: JobStatus, result: Any, stdout: str | None,
                 stderr: str | None, exception: str | None) -> None:

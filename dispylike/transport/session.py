@@ -1,4 +1,4 @@
-"""A client's presence on the node, which outlives any one connection.
+"""A client's presence on a daemon (node or scheduler), which outlives any one connection.
 
 ::
 
@@ -22,16 +22,13 @@ import shutil
 import struct
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..errors import ConnectionClosed
 from ..protocol import messages as m
-from ..transport.connection import Connection
+from .connection import Connection
 
-if TYPE_CHECKING:
-    from .daemon import NodeComputation
-
-log = logging.getLogger('dispylike.node')
+log = logging.getLogger('dispylike')
 
 #: Replies kept in memory per client before they go to disk.
 MEMORY_CAP = 64 * 1024 * 1024
@@ -79,7 +76,7 @@ class RetainedReplies:
             pass
         if self.disk_bytes + size > self.disk_cap:
             self.dropped += 1
-            log.error('reply of job %d dropped: %d bytes over the node\'s disk cap for '
+            log.error('reply of job %d dropped: %d bytes over the disk cap for '
                       'undelivered replies', key[0], size)
             return
         os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
@@ -135,12 +132,13 @@ class RetainedReplies:
 
 
 class ClientSession:
-    """One client and what it owns on this node; attached to at most one connection."""
+    """One client and what it owns on this daemon; attached to at most one connection."""
 
     def __init__(self, conn: Connection, spill_dir: str) -> None:
         self.conn: Connection | None = conn
         self.client = conn.peer
-        self.comps: dict[str, NodeComputation] = {}
+        self.group = ''      # sessions of one non-empty group (a dispyscheduler) share a node
+        self.comps: dict[str, Any] = {}          # comp_id -> the daemon's record
         self.retained = RetainedReplies(spill_dir)
         self.tasks: set[asyncio.Task] = set()    # long handlers (setup, close)
         self.last_rx = time.monotonic()

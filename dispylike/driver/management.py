@@ -44,6 +44,8 @@ class NodeManagement:
             return -1
         link.node.cpus = cpus
         self._apply(self.sched.set_cpus(key, cpus))
+        if link.prefetching:
+            self._prefetch(link)
         return cpus
 
     def set_accepting(self, node: Any, accepting: bool) -> int:
