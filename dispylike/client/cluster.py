@@ -15,6 +15,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
+from ..driver.engine import Engine, EngineConfig
 from ..errors import ClusterClosed
 from ..execution.computation import job_depends, package
 from ..job import DispyJob
@@ -22,7 +23,6 @@ from ..log import setup_logging
 from ..nodes import DispyNode, node_spec
 from ..security.tls import maybe_client_context
 from .callbacks import CallbackRunner
-from ..driver.engine import Engine, EngineConfig
 from .loopthread import LoopThread
 from .recover import open_recover_file
 from .status import format_status
@@ -84,29 +84,13 @@ class JobCluster:
                  reentrant: bool = False, secret: str = '', keyfile: str | None = None,
                  certfile: str | None = None, recover_file: str | None = None,
                  cafile: str | None = None) -> None:
-        setup_logging(loglevel)
-        if nodes is None:
-            nodes = ['*']
         if pulse_interval is not None and not 1 <= pulse_interval <= 600:
             raise ValueError('pulse_interval must be between 1 and 600 seconds')
-        if isinstance(nodes, (str, tuple)) or not hasattr(nodes, '__iter__'):
-            nodes = [nodes]
-        specs = [node_spec(entry) for entry in nodes]
-        self._package = package(computation, list(depends or ()), setup, cleanup)
-        self.name = self._package.name
-        self._job_status = job_status
-        self._cluster_status = cluster_status
-        self._lock = threading.Lock()
-        self._idle = threading.Condition()
-        self._pending = 0
-        self._uids = itertools.count(1)
-        self._closed = False
-        self._start_time = time.time()
-        self._callbacks = CallbackRunner() if (job_status or cluster_status) else None
+        specs = self._prepare(computation, nodes, depends, setup, cleanup, job_status,
+                              cluster_status, loglevel)
         addresses = list(host) if isinstance(host, (list, tuple)) else [host] if host else []
         host = addresses[0] if addresses else None
-        comp_id = uuid.uuid4().hex
-        client_name = f'{socket.gethostname()}:{os.getpid()}'
+        comp_id, client_name = uuid.uuid4().hex, f'{socket.gethostname()}:{os.getpid()}'
         tls_files = tuple(os.path.abspath(f) if f else '' for f in (certfile, keyfile, cafile))
         self.recover_file, journal = open_recover_file(
             recover_file, comp_id=comp_id, name=self.name, client_name=client_name,
@@ -125,6 +109,30 @@ class JobCluster:
         self._io = LoopThread(f'dispylike-io-{next(self._ids)}')
         self._engine = Engine(cfg, self, self._job_done, self._status, self._job_update)
         self._io.run(self._engine.add_nodes(specs), timeout=30)
+
+    def _prepare(self, computation: Callable | str, nodes: Any, depends: list,
+                 setup: Callable | None, cleanup: Any, job_status: Callable | None,
+                 cluster_status: Callable | None, loglevel: int) -> list:
+        """What every cluster does first (JobCluster, SharedJobCluster): returns the
+        ``nodes`` entries as NodeAllocate specs."""
+        setup_logging(loglevel)
+        if nodes is None:
+            nodes = ['*']
+        if isinstance(nodes, (str, tuple)) or not hasattr(nodes, '__iter__'):
+            nodes = [nodes]
+        specs = [node_spec(entry) for entry in nodes]
+        self._package = package(computation, list(depends or ()), setup, cleanup)
+        self.name = self._package.name
+        self._job_status = job_status
+        self._cluster_status = cluster_status
+        self._lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._uids = itertools.count(1)
+        self._closed = False
+        self._start_time = time.time()
+        self._callbacks = CallbackRunner() if (job_status or cluster_status) else None
+        return specs
 
     # --- engine callbacks (I/O loop thread) ----------------------------------------
     def _job_done(self, job: DispyJob) -> None:

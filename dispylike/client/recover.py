@@ -28,6 +28,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
+from ..driver.engine import decode_reply
 from ..errors import DispyError
 from ..job import DispyJob
 from ..persistence.journal import (
@@ -43,7 +44,6 @@ from ..protocol import messages as m
 from ..security.tls import maybe_client_context
 from ..status import JobStatus
 from ..transport.connection import Connection, connect
-from ..driver.engine import _decode_reply
 
 log = logging.getLogger('dispylike')
 
@@ -243,7 +243,7 @@ async def _collect(conn: Connection, pendings: dict[int, PendingJob], jobs: dict
             pending = pendings.get(uid)
             if pending is None or pending.attempt != attempt or jobs[uid].done:
                 continue
-            result, stdout, stderr, exc = _decode_reply(payload)
+            result, stdout, stderr, exc = decode_reply(payload)
             job = jobs[uid]
             job.ip_addr, job.start_time = host, start or None
             _end(job, JobStatus(status), exc, result, stdout, stderr)

@@ -508,7 +508,7 @@ class Engine(NodeFinder, NodeManagement, Journaling):
                  payload: bytes) -> None:
         """A job's final reply: unpickle it and finish the job (a dispyscheduler
         overrides this to pass the payload on unopened)."""
-        result, stdout, stderr, exc = _decode_reply(payload)
+        result, stdout, stderr, exc = decode_reply(payload)
         if status is JobStatus.Cancelled:
             exc = exc or 'cancelled'
         self._finish(job, status, result, stdout, stderr, exc)
@@ -579,7 +579,7 @@ class Engine(NodeFinder, NodeManagement, Journaling):
             await asyncio.sleep(0)
 
 
-def _decode_reply(payload: bytes) -> tuple[Any, str | None, str | None, str | None]:
+def decode_reply(payload: bytes) -> tuple[Any, str | None, str | None, str | None]:
     try:
         result, stdout, stderr, exc = pickle.loads(payload)
         return result, stdout, stderr, exc

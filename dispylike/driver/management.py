@@ -113,18 +113,7 @@ class NodeManagement:
                 raise ProtocolError(f'unexpected {type(reply).__name__} during setup')
 
     async def _send_file(self, conn: Connection, path: str, relpath: str, mode: int) -> int:
-        sent = 0
-        f = await asyncio.to_thread(open, path, 'rb')  # disk I/O stays off the loop
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            while True:
-                data = await asyncio.to_thread(f.read, FILE_CHUNK)
-                final = sent + len(data) >= size or not data
-                conn.send(m.FileChunk(self.cfg.comp_id, relpath, sent, data, final, mode))
-                sent += len(data)
-                await conn.drain()
-                if final:
-                    return sent
+        return await stream_file(conn, self.cfg.comp_id, path, relpath, mode)
 
     def _on_job_file(self, link: NodeLink, msg: m.JobFile) -> None:
         """A job's dispy_send_file: saved under this directory, at its relative path."""
@@ -132,7 +121,7 @@ class NodeManagement:
             return
         link.node.rx += len(msg.data)
         task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(_save_job_file, msg.relpath, msg.data, link.node.name))
+            asyncio.to_thread(save_job_file, msg.relpath, msg.data, link.node.name))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -169,7 +158,24 @@ def _size_and_sha256(path: str) -> tuple[int, bytes]:
     return size, digest.digest()
 
 
-def _save_job_file(relpath: str, data: bytes, node_name: str) -> None:
+async def stream_file(conn: Connection, comp_id: str, path: str, relpath: str, mode: int) -> int:
+    """Send the file at ``path`` as FileChunks of ``comp_id``; returns the bytes sent."""
+    sent = 0
+    f = await asyncio.to_thread(open, path, 'rb')  # disk I/O stays off the loop
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        while True:
+            data = await asyncio.to_thread(f.read, FILE_CHUNK)
+            final = sent + len(data) >= size or not data
+            conn.send(m.FileChunk(comp_id, relpath, sent, data, final, mode))
+            sent += len(data)
+            await conn.drain()
+            if final:
+                return sent
+
+
+def save_job_file(relpath: str, data: bytes, node_name: str) -> None:
+    """A job's dispy_send_file, saved under the current directory (confined)."""
     try:
         sink = FileSink(os.getcwd(), relpath)
         sink.write(0, data)

@@ -9,7 +9,9 @@
 
 One client holds the node at a time; others are refused with the holder's
 name.  The sessions of one dispyscheduler (same non-empty ``group``) hold it
-together, one session per computation, and their jobs share its CPUs.  The node runs at most one job per CPU it serves: it lends each CPU to a
+together, one session per computation, and their jobs share its CPUs.
+
+The node runs at most one job per CPU it serves: it lends each CPU to a
 computation process with a job, and forwards up to ``cpus`` more jobs to wait
 there, so that a CPU passes from one job to the next inside that process
 without a round trip through the node; further jobs wait in the node's queue.
@@ -53,11 +55,11 @@ from ..security.tls import maybe_server_context
 from ..status import JobStatus
 from ..transport.connection import Connection, Server
 from ..transport.loop import set_event
+from ..transport.session import ClientSession
 from ..version import __version__
 from .housekeeping import Housekeeping
 from .options import DEFAULT_MAX_FILE_SIZE, NodeOptions, resolve_cpus
 from .service import Service, ServiceHours
-from ..transport.session import ClientSession
 
 __all__ = ['DEFAULT_MAX_FILE_SIZE', 'NodeDaemon', 'NodeOptions', 'resolve_cpus']
 

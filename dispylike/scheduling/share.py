@@ -67,7 +67,8 @@ def share_cpus(nodes: Mapping[NodeKey, int], demands: Iterable[Demand],
             best: Demand | None = None
             best_rank: tuple = ()
             for d in wants:
-                if total[d.comp] >= d.pending or given[d.comp].get(node, 0) >= d.limits.get(node, 0):
+                full = given[d.comp].get(node, 0) >= d.limits.get(node, 0)
+                if full or total[d.comp] >= d.pending:
                     continue
                 rank = _rank(d, total[d.comp], policy)
                 if best is None or rank < best_rank:

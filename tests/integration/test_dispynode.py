@@ -87,7 +87,7 @@ async def _start_raw(node, comp_id, jobs):
 
 async def _info(node):
     conn = await connect(node.host, node.port, '')
-    conn.send(m.NodeInfoRequest())
+    conn.send(m.NodeInfoRequest(''))
     info = await asyncio.wait_for(conn.recv(), 10)
     conn.abort()
     return info

@@ -48,7 +48,7 @@ def wait_joined(cluster, count, timeout=20):
 def node_busy_with(node):
     async def ask():
         conn = await connect(node.host, node.port, '')
-        conn.send(m.NodeInfoRequest())
+        conn.send(m.NodeInfoRequest(''))
         info = await conn.recv()
         await conn.close()
         return info.busy_with

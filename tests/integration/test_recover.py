@@ -54,7 +54,7 @@ def assert_recovered(jobs):
 
 async def busy_with(node):
     conn = await connect(node.host, node.port, '')
-    conn.send(m.NodeInfoRequest())
+    conn.send(m.NodeInfoRequest(''))
     info = await asyncio.wait_for(conn.recv(), 10)
     conn.abort()
     return info.busy_with

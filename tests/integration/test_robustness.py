@@ -36,7 +36,7 @@ def test_close_without_jobs_releases_the_node_at_once(node):
 
 async def _node_info(node):
     conn = await connect(node.host, node.port, '')
-    conn.send(m.NodeInfoRequest())
+    conn.send(m.NodeInfoRequest(''))
     info = await conn.recv()
     await conn.close()
     return info

@@ -1,0 +1,1 @@
+"""dispyscheduler: share nodes between client programs (see :mod:`.daemon`)."""
