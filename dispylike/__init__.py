@@ -14,6 +14,7 @@ from .version import __version__
 
 _EXPORTS = {
     'JobCluster': 'dispylike.client.cluster',
+    'SharedJobCluster': 'dispylike.client.shared',
     'recover_jobs': 'dispylike.client.recover',
     'RecoverFileError': 'dispylike.persistence.journal',
     'DispyJob': 'dispylike.job',
@@ -27,8 +28,8 @@ _EXPORTS = {
 }
 
 __all__ = ['DispyError', 'DispyJob', 'DispyNode', 'DispyNodeAvailInfo', 'JobCluster',
-           'LocalNode', 'NodeAllocate', 'RecoverFileError', '__version__', 'config', 'logger',
-           'recover_jobs']
+           'LocalNode', 'NodeAllocate', 'RecoverFileError', 'SharedJobCluster', '__version__',
+           'config', 'logger', 'recover_jobs']
 
 
 def __getattr__(name: str) -> Any:

@@ -220,7 +220,12 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         if self.journal is not None:
             self.journal.node(link.key, host, port, link.node.name)
         log.info('node %s (%s) joined with %d CPU(s)', link.node.name, link.key, link.node.cpus)
-        self._apply(self.sched.add_node(link.key, link.node.cpus))
+        self._apply(self.sched.add_node(link.key, self._cpus_at_join(link)))
+
+    def _cpus_at_join(self, link: NodeLink) -> int:
+        """CPUs a node that just joined is given (a dispyscheduler gives 0 and then its
+        share)."""
+        return link.node.cpus
 
     async def _attach(self, conn: Connection, spec: NodeAllocate, key: str) -> NodeLink | None:
         """A node we lost may still hold our computation (its link broke, then healed):

@@ -64,6 +64,10 @@ class ForwardingEngine(Engine):
             link.node.rx += len(msg.data)
             self.comp.session.send(m.JobFile(msg.uid, 0, msg.relpath, msg.data))
 
+    def _cpus_at_join(self, link: NodeLink) -> int:
+        link.node.cpus = 0        # until the scheduler gives this computation its share
+        return 0
+
     def _setup_args(self, spec: NodeAllocate) -> bytes:
         return self.comp.setup_blobs.get(id(spec), b'')
 
@@ -191,14 +195,15 @@ class SharedComputation:
                 key = self.engine.find_node(node)
                 if key is not None:
                     self._keys[id(node)] = key
-                    self.limits[key] = self.given[key] = node.cpus
+                    self.limits[key], self.given[key] = node.cpus, 0
             elif status is NodeStatus.Closed:
                 key = self._keys.pop(id(node), '')
                 self.limits.pop(key, None)
                 self.given.pop(key, None)
             avail = dataclasses.astuple(node.avail_info) if node.avail_info else ()
+            cpus = self.limits.get(self._keys.get(id(node), ''), node.cpus)
             self.session.send(m.NodeEvent(int(status), node.ip_addr, node.port, node.name,
-                                          node.cpus, node.avail_cpus, node.platform, avail))
+                                          cpus, node.avail_cpus, node.platform, avail))
             if status is not NodeStatus.AvailInfo:
                 self.daemon.reshare()
 

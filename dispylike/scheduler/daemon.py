@@ -68,7 +68,7 @@ class SchedulerDaemon:
         self.sessions: set[ClientSession] = set()
         self.admission = Admission()
         self.beacon: ClientBeacon | None = None
-        self._specs = [NodeAllocate(n) for n in opts.nodes] or [NodeAllocate('*')]
+        self._specs = [_node_spec(n) for n in opts.nodes] or [NodeAllocate('*')]
         self._arrivals = 0
         self._submissions = 0
         self._reshare_pending = False
@@ -406,3 +406,11 @@ class SchedulerDaemon:
             comp = self.comps[comp_id]
             for key, cpus in per_node.items():
                 comp.set_share(key, cpus)
+
+
+def _node_spec(entry: str) -> NodeAllocate:
+    """A ``-n`` entry: host, address, pattern, or 'host:port' (IPv6: '[addr]:port')."""
+    host, sep, port = entry.rpartition(':')
+    if sep and port.isdigit() and (host.count(':') == 0 or host.startswith('[')):
+        return NodeAllocate(host.strip('[]'), int(port))
+    return NodeAllocate(entry)

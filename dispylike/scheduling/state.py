@@ -119,8 +119,8 @@ class Scheduler:
 
     # --- node events --------------------------------------------------------------
     def add_node(self, node: NodeKey, cpus: int) -> list[Action]:
-        if cpus < 1:
-            raise ValueError('a node needs at least one CPU')
+        if cpus < 0:
+            raise ValueError('a node cannot have fewer than 0 CPUs')
         entry = self._nodes.get(node)
         if entry is None:
             self._nodes[node] = _Node(node, cpus)

@@ -2,16 +2,17 @@
 
 * :func:`enter_private_netns` - move this process into a network namespace that
   holds only loopback, so nothing it starts can reach a real interface.
-* :class:`NodeProcess` - a real dispynode on 127.0.0.1, stopped by PID.
+* :class:`NodeProcess`, :class:`SchedulerProcess` - a real dispynode / dispyscheduler
+  on 127.0.0.1, stopped by PID.
 * :class:`InProcessNode` and :class:`FakeClock` - a node daemon on a thread of
   this process, with a clock the test moves (service hours).
 * :func:`submit_unserved` - assert that no node runs a cluster's job.
 """
 
 from .checks import submit_unserved
+from .daemons import NodeProcess, SchedulerProcess
 from .inprocess import FakeClock, InProcessNode
 from .netns import enter_private_netns, netns_status
-from .nodeproc import NodeProcess
 
-__all__ = ['FakeClock', 'InProcessNode', 'NodeProcess', 'enter_private_netns', 'netns_status',
-           'submit_unserved']
+__all__ = ['FakeClock', 'InProcessNode', 'NodeProcess', 'SchedulerProcess', 'enter_private_netns',
+           'netns_status', 'submit_unserved']

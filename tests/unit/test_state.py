@@ -166,4 +166,13 @@ def test_submit_twice_and_bad_status():
     with pytest.raises(ValueError):
         s.reply(1, d.attempt, 'a', S.Running)
     with pytest.raises(ValueError):
-        s.add_node('b', 0)
+        s.add_node('b', -1)
+
+
+def test_a_node_with_no_cpus_gets_no_job_even_when_prefetching():
+    s = Scheduler()
+    assert s.add_node('a', 0) == []
+    assert s.set_prefetch('a', 4) == []
+    assert s.submit(1) == []
+    (d,) = s.set_cpus('a', 1)
+    assert d.uid == 1
