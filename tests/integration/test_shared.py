@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 
+import cloudpickle
 import pytest
 
 import dispylike
 from dispylike.testing import NodeProcess, SchedulerProcess
 
 pytestmark = pytest.mark.timeout(120)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])   # functions use dispy_* globals
 
 
 def compute(n):
@@ -150,3 +157,145 @@ def test_wrong_cluster_secret_is_refused_and_the_scheduler_keeps_serving(two_nod
             assert cluster.submit(3)() == 9
         finally:
             cluster.close()
+
+
+KILLED_CLIENT = textwrap.dedent('''
+    import os, signal, sys, time
+    import dispylike
+
+    def hang(path):
+        import os, time
+        with open(path, 'w') as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)
+
+    host, port, marks, recover = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    cluster = dispylike.SharedJobCluster(hang, scheduler_node=host, scheduler_port=port,
+                                         secret='cs', recover_file=recover)
+    jobs = [cluster.submit(os.path.join(marks, f'job{i}')) for i in range(2)]
+    deadline = time.time() + 30
+    while len(os.listdir(marks)) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGKILL)
+''')
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_killed_client_has_its_jobs_terminated_and_others_go_on(two_nodes, tmp_path):
+    marks = tmp_path / 'marks'
+    marks.mkdir()
+    with scheduler_for(two_nodes, '--zombie_interval', '0.05') as sched:   # 3 s
+        other = shared(slow, sched)
+        try:
+            steady = [other.submit(0.2) for _ in range(10)]
+            proc = subprocess.run([sys.executable, '-c', KILLED_CLIENT, sched.host,
+                                   str(sched.port), str(marks), str(tmp_path / 'rec')],
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.returncode == -9, proc.stderr
+            pids = [int((marks / f'job{i}').read_text()) for i in range(2)]
+            assert all(alive(pid) for pid in pids)          # jobs go on for zombie_interval
+            deadline = time.monotonic() + 30
+            while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not any(alive(pid) for pid in pids), 'the dead client\'s jobs still run'
+            assert [j() for j in steady] == [0.2] * 10
+            assert other.submit(0.1)() == 0.1
+        finally:
+            other.close()
+        assert 'zombie_interval' in sched.log()
+
+
+def test_recover_jobs_of_a_shared_cluster(two_nodes, tmp_path):
+    client = textwrap.dedent('''
+        import os, signal, sys, time
+        import dispylike
+
+        def work(n):
+            import time
+            time.sleep(1.0)
+            return n * n
+
+        host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+        cluster = dispylike.SharedJobCluster(work, scheduler_node=host, scheduler_port=port,
+                                             secret='cs', recover_file=path)
+        jobs = [cluster.submit(i) for i in range(5)]
+        for i, job in enumerate(jobs):
+            job.id = f'j{i}'
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+    ''')
+    path = tmp_path / 'rec'
+    with scheduler_for(two_nodes) as sched:
+        proc = subprocess.run([sys.executable, '-c', client, sched.host, str(sched.port),
+                               str(path)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == -9, proc.stderr
+        jobs = dispylike.recover_jobs(str(path), secret='cs', timeout=30)
+        assert [j.id for j in jobs] == [f'j{i}' for i in range(5)]
+        assert all(j.status == dispylike.DispyJob.Finished for j in jobs), \
+            [(j.status, j.exception) for j in jobs]
+        assert [j.result for j in jobs] == [i * i for i in range(5)]
+        assert 'closed' in sched.log()
+
+
+def chatty(n):
+    import time
+    dispy_provisional_result(n + 1)  # noqa: F821
+    with open('out.txt', 'w') as f:
+        f.write(f'file of job {n}')
+    dispy_send_file('out.txt', relay=True)  # noqa: F821
+    time.sleep(0.3)
+    with open('sent.txt') as f:
+        return f.read()
+
+
+def test_provisional_results_and_files_go_through_the_scheduler(two_nodes, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'sent.txt').write_text('from the client')
+    updates = []
+    node = two_nodes[0]
+    with scheduler_for(two_nodes) as sched:
+        cluster = shared(chatty, sched, nodes=[f'{node.host}'],
+                         job_status=lambda job: updates.append((job.status, job.result)))
+        try:
+            cluster.submit(0)   # the nodes join
+            time.sleep(1)
+            for n in cluster.status():
+                assert cluster.send_file(str(tmp_path / 'sent.txt'), f'{n.ip_addr}:{n.port}') == 0
+            job = cluster.submit(5)
+            assert job() == 'from the client'
+            cluster.wait()
+        finally:
+            cluster.close()
+    assert (dispylike.DispyJob.ProvisionalResult, 6) in updates
+    assert (tmp_path / 'out.txt').read_text() == 'file of job 5'
+
+
+def test_node_lost_mid_run_reentrant_jobs_run_elsewhere(tmp_path):
+    with NodeProcess(cpus=2, secret='ns') as keep:
+        lost = NodeProcess(cpus=2, secret='ns')
+        try:
+            with scheduler_for([keep, lost]) as sched:
+                cluster = shared(slow, sched, reentrant=True)
+                try:
+                    cluster.submit(0)()
+                    time.sleep(0.5)
+                    jobs = [cluster.submit(1.0) for _ in range(8)]
+                    time.sleep(0.4)
+                    os.kill(lost.proc.pid, signal.SIGKILL)
+                    assert [j() for j in jobs] == [1.0] * 8
+                    assert all(j.status == dispylike.DispyJob.Finished for j in jobs)
+                    # none could end on the lost node (1 s jobs, killed after 0.4 s)
+                    assert {j._node.port for j in jobs} == {keep.port}
+                finally:
+                    cluster.close()
+                assert 'lost node' in sched.log()
+        finally:
+            lost.stop()
