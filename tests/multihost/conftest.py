@@ -1,4 +1,4 @@
-"""The namespace lab for multi-host tests: 4 hosts on one bridge, removed afterwards.
+"""The namespace lab for multi-host tests: 7 hosts on one bridge, removed afterwards.
 
 Needs root and iproute2; elsewhere every test here is skipped with the reason.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from .lab import Lab
 
-HOSTS = 4
+HOSTS = 7       # h1-h4 for most drills; the shared-cluster tests use h5-h7 for clients
 
 
 def _lab_unavailable() -> str:
@@ -51,20 +51,20 @@ def healed(request):
             the_lab.heal(f'h{i}')
 
 
-class LabNode:
-    """dispynode on a lab host, ready when its ready line arrives; stopped by PID."""
+class LabDaemon:
+    """A dispylike daemon (``python -m MODULE``) on a lab host, ready when its ready line
+    arrives; stopped by PID."""
 
-    def __init__(self, lab: Lab, host: str, extra: list[str] = (), secret: str = 'lab',
-                 cpus: int = 2) -> None:
+    def __init__(self, lab: Lab, host: str, module: str, argv: list[str],
+                 env: dict[str, str]) -> None:
         from dispylike.execution.processes import child_env, read_ready_line
         self.host = host
         self.prefix = tempfile.mkdtemp(prefix=f'dispylike-{host}-')
         ready_r, ready_w = os.pipe()
-        argv = [sys.executable, '-m', 'dispylike.node', '-c', str(cpus), '--daemon',
-                '--dest_path_prefix', self.prefix, '--ready_fd', str(ready_w), *extra]
-        env = dict(lab.env, DISPYLIKE_SECRET=secret,
-                   PYTHONPATH=child_env()['PYTHONPATH'])
-        self.log_file = tempfile.NamedTemporaryFile(prefix=f'dispynode-{host}-', suffix='.log')
+        argv = [sys.executable, '-m', module, '--daemon', '--dest_path_prefix', self.prefix,
+                '--ready_fd', str(ready_w), *argv]
+        env = dict(lab.env, PYTHONPATH=child_env()['PYTHONPATH'], **env)
+        self.log_file = tempfile.NamedTemporaryFile(prefix=f'{module}-{host}-', suffix='.log')
         try:
             self.proc = lab.popen(host, argv, env=env, pass_fds=(ready_w,),
                                   stderr=self.log_file, stdin=subprocess.DEVNULL)
@@ -86,6 +86,21 @@ class LabNode:
         self.log_file.close()
 
 
+class LabNode(LabDaemon):
+    def __init__(self, lab: Lab, host: str, extra: list[str] = (), secret: str = 'lab',
+                 cpus: int = 2) -> None:
+        super().__init__(lab, host, 'dispylike.node', ['-c', str(cpus), *extra],
+                         {'DISPYLIKE_SECRET': secret})
+
+
+class LabScheduler(LabDaemon):
+    def __init__(self, lab: Lab, host: str, extra: list[str] = (), node_secret: str = 'lab',
+                 cluster_secret: str = 'cs') -> None:
+        super().__init__(lab, host, 'dispylike.scheduler', list(extra),
+                         {'DISPYLIKE_NODE_SECRET': node_secret,
+                          'DISPYLIKE_CLUSTER_SECRET': cluster_secret})
+
+
 @pytest.fixture
 def start_node(lab):
     started: list[LabNode] = []
@@ -98,3 +113,17 @@ def start_node(lab):
     yield start
     for node in started:
         node.stop()
+
+
+@pytest.fixture
+def start_scheduler(lab):
+    started: list[LabScheduler] = []
+
+    def start(host: str, *extra: str) -> LabScheduler:
+        sched = LabScheduler(lab, host, list(extra))
+        started.append(sched)
+        return sched
+
+    yield start
+    for sched in started:
+        sched.stop()
