@@ -60,11 +60,13 @@ class Program:
                                      str(count), str(pause), marks, '1' if exclusive else '0'],
                               env=env, stderr=self.log, stdout=self.log)
 
+    def output(self) -> str:
+        with open(self.log.name, errors='replace') as f:
+            return f.read()
+
     def result(self, timeout=120):
         self.proc.wait(timeout)
-        with open(self.log.name, errors='replace') as f:
-            log = f.read()
-        assert self.proc.returncode == 0, f'client on {self.host} failed:\n{log}'
+        assert self.proc.returncode == 0, f'client on {self.host} failed:\n{self.output()}'
         with open(self.out) as f:
             data = json.load(f)
         os.unlink(self.out)
@@ -101,7 +103,7 @@ def test_three_programs_share_three_nodes(lab, start_node, start_scheduler):
     doomed.proc.send_signal(signal.SIGKILL)            # the program on h7 crashes
     doomed.proc.wait(10)
     pids = [int(name) for name in os.listdir(marks)]
-    assert pids, 'the doomed program never ran a job'
+    assert pids, f'the doomed program never ran a job:\n{doomed.output()}\n{sched.log()}'
     a, b = first.result(), second.result()
     check_all_finished(a, 30)
     check_all_finished(b, 30)
