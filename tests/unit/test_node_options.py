@@ -6,9 +6,14 @@ import datetime as dt
 
 import pytest
 
+from dispylike import configfile
 from dispylike.node import cli
 from dispylike.node.service import Service, ServiceHours
 from dispylike.transport.session import RetainedReplies
+
+
+def parse(argv):
+    return configfile.parse_args(cli.build_parser(), cli.SECTION, argv)
 
 S, T, E = Service.SERVING, Service.STOPPED, Service.ENDED
 
@@ -48,11 +53,11 @@ def test_config_round_trip(tmp_path):
     path = str(tmp_path / 'node.ini')
     argv = ['-c', '1', '-i', '127.0.0.1', '-i', '::1', '--name', 'n1', '--zombie_interval', '5',
             '--service_stop', '18:00', '--unsafe_setup', '--max_file_size', '0']
-    parser, args = cli.parse_args(argv + ['--save_config', path])
-    cli.save_config(parser, args, path)
-    _, loaded = cli.parse_args(['--config', path])
-    _, direct = cli.parse_args(argv)
-    skip = cli.NOT_CONFIG
+    parser, args = parse(argv + ['--save_config', path])
+    configfile.save_config(parser, args, cli.SECTION, path)
+    _, loaded = parse(['--config', path])
+    _, direct = parse(argv)
+    skip = configfile.NOT_CONFIG
     assert {k: v for k, v in vars(loaded).items() if k not in skip} == \
         {k: v for k, v in vars(direct).items() if k not in skip}
 
@@ -60,7 +65,7 @@ def test_config_round_trip(tmp_path):
 def test_command_line_wins_over_the_config_file(tmp_path):
     path = tmp_path / 'node.ini'
     path.write_text('[dispynode]\ncpus = 1\nhost = 10.77.0.1 10.77.0.2\nclean = true\n')
-    _, args = cli.parse_args(['--config', str(path), '-c', '2', '-i', '127.0.0.1'])
+    _, args = parse(['--config', str(path), '-c', '2', '-i', '127.0.0.1'])
     assert args.cpus == 2 and args.host == ['127.0.0.1'] and args.clean is True
 
 
