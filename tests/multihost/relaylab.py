@@ -2,10 +2,10 @@
 
 ::
 
-    subnet A 10.77.0.0/24 (bridge of lab A)        subnet B 10.78.0.0/24 (bridge of lab B)
-      a1  10.77.0.1   client                         b1 10.78.0.1  router, runs dispynetrelay
-      router's eth1 10.77.0.254 ─────────────────────┘   (eth1 on A, eth0 on B, ip_forward=1)
-                                                     b2..b4 10.78.0.2..4   nodes
+    subnet A 10.77.0.0/24, fd77::/64               subnet B 10.78.0.0/24, fd78::/64
+      a1  10.77.0.1 fd77::1   client                 b1 10.78.0.1 fd78::1  router, relay
+      router's eth1 10.77.0.254 fd77::fe ────────────┘   (eth1 on A, eth0 on B, forwarding)
+                                                     b2..b4 10.78.0.2..4 fd78::2..4  nodes
 
 Broadcasts stay on their bridge (the router forwards unicast only), so a client
 on A can reach B's nodes over TCP but cannot find them by broadcast: only the
@@ -23,6 +23,7 @@ import tempfile
 from .lab import Lab
 
 ROUTER_A = '10.77.0.254'
+ROUTER_A6 = 'fd77::fe'
 
 
 class TwoSubnets:
@@ -44,13 +45,17 @@ class TwoSubnets:
                  'peer', 'name', 'eth1', 'netns', router)
         self._ip('-n', f'{self.a.prefix}switch', 'link', 'set', 'p-router', 'master', 'br0', 'up')
         subprocess.run(['ip', 'netns', 'exec', router, 'sysctl', '-qw', 'net.ipv4.ip_forward=1',
+                        'net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.eth1.accept_dad=0',
                         'net.ipv4.conf.eth1.rp_filter=0'], check=True, capture_output=True,
                        timeout=30)
         self._ip('-n', router, 'addr', 'add', f'{ROUTER_A}/24', 'brd', '+', 'dev', 'eth1')
+        self._ip('-n', router, '-6', 'addr', 'add', f'{ROUTER_A6}/64', 'dev', 'eth1', 'nodad')
         self._ip('-n', router, 'link', 'set', 'eth1', 'up')
         self._ip('-n', self.a.ns('h1'), 'route', 'add', '10.78.0.0/24', 'via', ROUTER_A)
+        self._ip('-n', self.a.ns('h1'), '-6', 'route', 'add', 'fd78::/64', 'via', ROUTER_A6)
         for i in range(2, self.b.n + 1):
             self._ip('-n', self.b.ns(f'h{i}'), 'route', 'add', '10.77.0.0/24', 'via', '10.78.0.1')
+            self._ip('-n', self.b.ns(f'h{i}'), '-6', 'route', 'add', 'fd77::/64', 'via', 'fd78::1')
         return self
 
     def down(self) -> None:

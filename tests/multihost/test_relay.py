@@ -59,8 +59,9 @@ def spawn(subnets):
 
     class Spawn:
         @staticmethod
-        def node(host: str, *extra: str) -> LabNode:
-            node = LabNode(subnets.b, host, ['-i', subnets.b.ip(host), *extra], SECRET, cpus=2)
+        def node(host: str, *extra: str, address: str = '') -> LabNode:
+            address = address or subnets.b.ip(host)
+            node = LabNode(subnets.b, host, ['-i', address, *extra], SECRET, cpus=2)
             started.append(node)
             return node
 
@@ -152,6 +153,19 @@ def test_a_node_that_starts_later_is_relayed_to_a_client_that_probed(subnets, sp
         cluster.close()
     assert relay.log().count('probe from 10.77.0.1:9700') == 4
     assert '10.78.0.4:9701 relayed to 10.77.0.1:9700' in relay.log()
+
+
+def test_ipv6_nodes_are_found_through_the_relay(subnets, spawn):
+    for host in ('h2', 'h3'):
+        spawn.node(host, address=f'fd78::{host[1]}')
+    relay = spawn.relay('h1')
+    cluster = client(subnets, ['fd78::1', 'fd78::*'], host='fd77::1')
+    try:
+        assert wait_for_nodes(cluster, {'fd78::2', 'fd78::3'}) == {'fd78::2', 'fd78::3'}
+        assert run_jobs(cluster, 20) == {'fd78::2', 'fd78::3'}
+    finally:
+        cluster.close()
+    assert 'probe from [fd77::1]:9700' in relay.log()
 
 
 def test_the_scheduler_node_hears_of_every_node_without_probing(subnets, spawn):
