@@ -87,8 +87,12 @@ class RelaySockets:
 
     async def start(self, relay_port: int, client_port: int, addresses: list[str]) -> None:
         """Bind ``relay_port`` (OSError if taken) and listen on ``client_port`` of the
-        subnets of ``addresses`` (all non-loopback interfaces if empty)."""
+        subnets of ``addresses`` (all non-loopback interfaces if empty).  OSError if
+        an address is on no interface (a typo would leave a relay that serves nothing)."""
         self.ifaces = _selected(addresses)
+        missing = sorted(set(addresses) - {i.address for i in self.ifaces})
+        if missing:
+            raise OSError(f'no interface has the address {", ".join(missing)}')
         families = {socket.AF_INET6 if ':' in i.address else socket.AF_INET
                     for i in self.ifaces} or {socket.AF_INET}
         try:

@@ -105,6 +105,14 @@ def test_a_second_relay_on_the_same_port_fails_at_start():
     asyncio.run(main())
 
 
+def test_an_address_on_no_interface_is_an_error():
+    async def main():
+        opts = RelayOptions(addresses=['127.0.0.1', '10.255.255.1'], relay_port=free_udp_port())
+        with pytest.raises(OSError, match='10.255.255.1'):
+            await RelayDaemon(opts).start()
+    asyncio.run(main())
+
+
 def test_a_client_beacon_probes_the_relay_and_hears_the_nodes_it_relays():
     async def main():
         port = free_udp_port()
