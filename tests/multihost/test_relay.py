@@ -21,7 +21,7 @@ import pytest
 import dispylike
 from dispylike.protocol import discovery as d
 
-from .conftest import LabNode, _lab_unavailable
+from .conftest import LabNode, LabScheduler, _lab_unavailable
 from .relaylab import LabRelay, TwoSubnets
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -64,6 +64,12 @@ def spawn(subnets):
             node = LabNode(subnets.b, host, ['-i', address, *extra], SECRET, cpus=2)
             started.append(node)
             return node
+
+        @staticmethod
+        def scheduler(*extra: str) -> LabScheduler:          # on a1, the client's host
+            sched = LabScheduler(subnets.a, 'h1', list(extra), node_secret=SECRET)
+            started.append(sched)
+            return sched
 
         @staticmethod
         def relay(host: str = 'h1', *extra: str) -> LabRelay:
@@ -214,3 +220,21 @@ def test_a_relay_takes_no_datagram_meant_for_a_node_or_client_on_its_host(subnet
             sock.close()
     relay.stop()
     assert 'refused 0' in relay.log()                    # it never saw any of them
+
+
+def test_a_shared_cluster_uses_the_other_subnet_through_scheduler_and_relay(subnets, spawn):
+    """dispyscheduler on subnet A (wildcard only: it cannot probe B), the relay told of it."""
+    spawn.node('h2')
+    spawn.node('h3')
+    sched = spawn.scheduler('-n', '10.78.0.*', '-i', '10.77.0.1')
+    spawn.relay('h1', '--scheduler_node', '10.77.0.1')
+    with subnets.a.netns('h1'):
+        cluster = dispylike.SharedJobCluster(square, scheduler_node='10.77.0.1', secret='cs')
+    try:
+        jobs = [cluster.submit(i) for i in range(20)]
+        assert cluster.wait(timeout=60), [j.status for j in jobs]
+        assert [j.result for j in jobs] == [i * i for i in range(20)]
+        assert {j.ip_addr for j in jobs} == {'10.78.0.2', '10.78.0.3'}
+    finally:
+        cluster.close()
+    assert 'at 10.78.0.2:9701' in sched.log() and 'at 10.78.0.3:9701' in sched.log()
