@@ -3,7 +3,8 @@
 ``DispyPort`` is the base of the port range.  ``ClientPort``, ``NodePort`` and
 ``SharedSchedulerPort`` are *expressions* over ``DispyPort`` evaluated at run
 time (change ``DispyPort`` and they follow), exactly as dispy documents.
-Evaluate one with :func:`port_of`.
+Evaluate one with :func:`port_of`.  ``RelayPort`` (dispylike's own) is where
+dispynetrelay listens for clients' probes.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ MaxJobLosses = 3
 ClientPort = 'DispyPort'
 NodePort = 'DispyPort + 1'
 SharedSchedulerPort = 'DispyPort + 2'
+#: UDP port where dispynetrelay takes clients' probes (dispylike's own: dispy's relay
+#: listens on the node port, which a node on the same host would share).
+RelayPort = 'DispyPort + 3'
 
-_PORT_NAMES = ('ClientPort', 'NodePort', 'SharedSchedulerPort')
+_PORT_NAMES = ('ClientPort', 'NodePort', 'SharedSchedulerPort', 'RelayPort')
 
 
 def port_of(name: str, dispy_port: int | None = None) -> int:

@@ -5,6 +5,8 @@
     client ──PROBE──> broadcast / multicast / unicast, UDP NodePort ──> node
     client <──ANNOUNCE── unicast to the probe's source ───────────────── node
     client <──ANNOUNCE── broadcast / multicast, UDP ClientPort ── node at start-up
+    client ──PROBE──> unicast, UDP RelayPort ──> dispynetrelay (relay.state: it probes
+                      its subnets and sends the nodes' ANNOUNCEs on, as they are)
 
 Every datagram is authenticated (protocol.discovery); anything else is counted
 and dropped.  Replies are rate-limited so a node cannot be used to amplify.
@@ -211,6 +213,14 @@ class ClientBeacon(_Beacon):
     def probe(self, node_port: int, multicast_v4: bool) -> None:
         data = d.encode(d.Probe(os.urandom(d.NONCE_SIZE)), self.secret)
         self.targets = _spray(self, data, self.ifaces, node_port, multicast_v4)
+
+    def probe_relays(self, hosts: list[str], relay_port: int) -> None:
+        """Ask the dispynetrelay that may run on each of ``hosts`` (IP addresses) to probe
+        its subnets; it sends the answers on to this beacon."""
+        data = d.encode(d.Probe(os.urandom(d.NONCE_SIZE)), self.secret)
+        for host in hosts:
+            self.send(data, (host, relay_port))
+            self.targets.append(f'{host}:{relay_port} (relay)')
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         msg = self._decode(data, addr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 
@@ -32,7 +33,7 @@ class NodeFinder:
         started = time.monotonic()
         for delay in (0.0, 0.5, 1.0, 2.0):
             await asyncio.sleep(delay)
-            self.beacon.probe(node_port, self.cfg.ipv4_multicast)
+            self._probe(node_port)
         await asyncio.sleep(max(0.0, SETTLE_TIME - (time.monotonic() - started)))
         if not self.links:
             log.warning('no node found for "%s" after %.0f s; probed %s (UDP; the secret '
@@ -42,7 +43,16 @@ class NodeFinder:
                         len(self.jobs))
         while self.cfg.ping_interval:
             await asyncio.sleep(self.cfg.ping_interval)
-            self.beacon.probe(node_port, self.cfg.ipv4_multicast)
+            self._probe(node_port)
+
+    def _probe(self, node_port: int) -> None:
+        self.beacon.probe(node_port, self.cfg.ipv4_multicast)
+        # a dispynetrelay on a listed host probes its own subnet(s) for us, so that
+        # wildcards match nodes beyond broadcast reach
+        relays = [spec.ip_addr for spec in self.specs
+                  if not spec.is_pattern and _routable_ip(spec.ip_addr)]
+        if relays:
+            self.beacon.probe_relays(relays, config.port_of('RelayPort', self.cfg.dispy_port))
 
     def _on_announce(self, ann: Announce, source: str) -> None:
         address = ann.ip_addr
@@ -56,3 +66,11 @@ class NodeFinder:
                 self._start_join(spec, address, ann.port)
                 return
         log.debug('node %s at %s:%d does not match nodes=', ann.name, address, ann.port)
+
+
+def _routable_ip(address: str) -> bool:
+    """An IP address (not a name that did not resolve) that is not loopback."""
+    try:
+        return not ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
