@@ -43,6 +43,14 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def is_routable_ip(address: str) -> bool:
+    """An IP address (not a name that did not resolve) that is not loopback."""
+    try:
+        return not ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def primary_address() -> str:
     """An address to advertise when none is given: the first non-loopback IPv4 address.
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 
 from .. import config
-from ..discovery.addresses import is_loopback
+from ..discovery.addresses import is_loopback, is_routable_ip
 from ..discovery.beacon import ClientBeacon
 from ..protocol.discovery import Announce
 
@@ -50,7 +49,7 @@ class NodeFinder:
         # a dispynetrelay on a listed host probes its own subnet(s) for us, so that
         # wildcards match nodes beyond broadcast reach
         relays = [spec.ip_addr for spec in self.specs
-                  if not spec.is_pattern and _routable_ip(spec.ip_addr)]
+                  if not spec.is_pattern and is_routable_ip(spec.ip_addr)]
         if relays:
             self.beacon.probe_relays(relays, config.port_of('RelayPort', self.cfg.dispy_port))
 
@@ -67,10 +66,3 @@ class NodeFinder:
                 return
         log.debug('node %s at %s:%d does not match nodes=', ann.name, address, ann.port)
 
-
-def _routable_ip(address: str) -> bool:
-    """An IP address (not a name that did not resolve) that is not loopback."""
-    try:
-        return not ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import config
-from ..discovery.addresses import is_loopback, primary_address
+from ..discovery.addresses import is_loopback, is_routable_ip, primary_address
 from ..discovery.beacon import ClientBeacon
 from ..errors import DispyError, ProtocolError
 from ..execution.staging import StagingError, check_relpath
@@ -132,9 +132,15 @@ class SchedulerDaemon:
         self._probe()
 
     def _probe(self) -> None:
-        if self.beacon is not None:
-            self.beacon.probe(config.port_of('NodePort', self.opts.dispy_port),
-                              self.opts.ipv4_udp_multicast)
+        if self.beacon is None:
+            return
+        port = self.opts.dispy_port
+        self.beacon.probe(config.port_of('NodePort', port), self.opts.ipv4_udp_multicast)
+        # a dispynetrelay on a listed host probes its subnet(s) for us (as for JobCluster)
+        relays = [spec.ip_addr for spec in self._specs
+                  if not spec.is_pattern and is_routable_ip(spec.ip_addr)]
+        if relays:
+            self.beacon.probe_relays(relays, config.port_of('RelayPort', port))
 
     def _on_announce(self, ann: Announce, source: str) -> None:
         address = ann.ip_addr
