@@ -250,6 +250,9 @@ def chatty(n):
     with open('out.txt', 'w') as f:
         f.write(f'file of job {n}')
     dispy_send_file('out.txt', relay=True)  # noqa: F821
+    with open('direct.txt', 'w') as f:
+        f.write('relay=False')
+    dispy_send_file('direct.txt', relay=False)  # noqa: F821
     time.sleep(0.3)
     with open('sent.txt') as f:
         return f.read()
@@ -276,6 +279,7 @@ def test_provisional_results_and_files_go_through_the_scheduler(two_nodes, tmp_p
             cluster.close()
     assert (dispylike.DispyJob.ProvisionalResult, 6) in updates
     assert (tmp_path / 'out.txt').read_text() == 'file of job 5'
+    assert (tmp_path / 'direct.txt').read_text() == 'relay=False'
 
 
 def test_node_lost_mid_run_reentrant_jobs_run_elsewhere(tmp_path):
@@ -299,3 +303,28 @@ def test_node_lost_mid_run_reentrant_jobs_run_elsewhere(tmp_path):
                 assert 'lost node' in sched.log()
         finally:
             lost.stop()
+
+
+def read_data(n):
+    with open('data.txt') as f:
+        return f.read()
+
+
+def test_each_programs_files_are_its_own_on_a_shared_node(two_nodes, tmp_path):
+    paths = []
+    for tag in ('first', 'second'):
+        (tmp_path / tag).mkdir()
+        path = tmp_path / tag / 'data.txt'
+        path.write_text(f'data of the {tag} program')
+        paths.append(str(path))
+    with scheduler_for(two_nodes, '--fair_cluster_scheduler') as sched:
+        a = shared(read_data, sched, depends=[paths[0]])
+        b = shared(read_data, sched, depends=[paths[1]])
+        try:
+            jobs_a = [a.submit(i) for i in range(8)]
+            jobs_b = [b.submit(i) for i in range(8)]
+            assert {j() for j in jobs_a} == {'data of the first program'}
+            assert {j() for j in jobs_b} == {'data of the second program'}
+        finally:
+            a.close()
+            b.close()
