@@ -49,6 +49,8 @@ log = logging.getLogger('dispylike.scheduler')
 
 #: Seconds between housekeeping rounds (zombie clients, discovery probes).
 TICK = 1.0
+#: File under dest_path_prefix holding the scheduler's id (its group on nodes).
+GROUP_FILE = '.scheduler-id'
 
 
 class SchedulerDaemon:
@@ -56,9 +58,9 @@ class SchedulerDaemon:
 
     def __init__(self, opts: SchedulerOptions) -> None:
         self.opts = opts
-        self.group = 'dispyscheduler-' + os.urandom(8).hex()
         self.prefix = os.path.abspath(opts.dest_path_prefix or os.path.join(
             tempfile.gettempdir(), 'dispylike', 'scheduler'))
+        self.group = ''      # set at start: the same after a restart (see _load_group)
         self.node_ssl = maybe_client_context(opts.node_certfile or None,
                                              opts.node_keyfile or None, opts.node_cafile or None)
         self.ip_addr = ''
@@ -94,9 +96,11 @@ class SchedulerDaemon:
 
     # --- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
+        self.group = self._load_group()
         if self.opts.clean and os.path.isdir(self.prefix):  # noqa: ASYNC240 - start-up only
             shutil.rmtree(self.prefix, ignore_errors=True)
         os.makedirs(self.prefix, mode=0o700, exist_ok=True)
+        self._save_group()
         port = self.opts.scheduler_port
         if port is None:
             port = config.port_of('SharedSchedulerPort', self.opts.dispy_port)
@@ -117,6 +121,28 @@ class SchedulerDaemon:
                  ', '.join(self.opts.nodes) or 'all found', self.opts.policy.value,
                  ', cooperative' if self.opts.cooperative else '')
         self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
+
+    def _load_group(self) -> str:
+        """The id nodes know this scheduler by.  Kept in ``dest_path_prefix`` so that a
+        restarted scheduler may use nodes that still hold its old computations' jobs
+        (until their zombie_interval ends them) instead of being refused."""
+        try:
+            with open(os.path.join(self.prefix, GROUP_FILE)) as f:
+                group = f.read().strip()
+            if group.startswith('dispyscheduler-') and len(group) < 64:
+                return group
+        except OSError:
+            pass
+        return 'dispyscheduler-' + os.urandom(8).hex()
+
+    def _save_group(self) -> None:
+        path = os.path.join(self.prefix, GROUP_FILE)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, 'w') as f:
+                f.write(self.group)
+        except OSError as exc:
+            log.warning('cannot keep the scheduler id in %s: %s', path, exc)
 
     async def _start_discovery(self, addresses: list[str]) -> None:
         self.beacon = ClientBeacon(self.opts.node_secret, self._on_announce)

@@ -328,3 +328,23 @@ def test_each_programs_files_are_its_own_on_a_shared_node(two_nodes, tmp_path):
         finally:
             a.close()
             b.close()
+
+
+def test_a_restarted_scheduler_can_use_nodes_that_still_hold_its_old_jobs(tmp_path):
+    prefix = str(tmp_path / 'sched')
+    with NodeProcess(cpus=2, secret='ns') as node:
+        first = scheduler_for([node], '--dest_path_prefix', prefix)
+        try:
+            cluster = shared(slow, first)
+            cluster.submit(0)()
+            cluster.submit(60)                  # still running on the node below
+            time.sleep(0.5)
+            os.kill(first.proc.pid, signal.SIGKILL)
+            cluster.close(timeout=0, terminate=True)
+        finally:
+            first.stop()
+        with scheduler_for([node], '--dest_path_prefix', prefix) as again:
+            with shared(compute, again) as other:
+                job = other.submit(7)
+                assert job(timeout=60) == 49, (job.status, again.log())
+        assert 'disconnected' in node.log()
