@@ -90,6 +90,7 @@ class SharedEngine(Journaling):
         self._waiters: dict[Any, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
         self._resubmit: tuple[set[int], int] | None = None   # after re-attaching
+        self._sent_on_link: set[int] = set()
         self.journal = cfg.journal
         self._journal_jobs: list[DispyJob] = []
         self._journal_dispatches: list[tuple[int, str, int]] = []
@@ -133,6 +134,7 @@ class SharedEngine(Journaling):
 
     def _use(self, conn: Connection) -> None:
         self.conn = conn
+        self._sent_on_link = set()
         self._reader = asyncio.get_running_loop().create_task(self._read(conn))
         self._flush()
 
@@ -155,6 +157,8 @@ class SharedEngine(Journaling):
         self._journal_sync()
         if self._outbox and self.conn is not None and not self.conn.closed:
             batch, self._outbox = tuple(self._outbox), []
+            if self._resubmit is not None:      # re-attaching: remember what this link got
+                self._sent_on_link.update(uid for uid, _, _ in batch)
             try:
                 self.conn.send(m.SubmitJobs(self.cfg.comp_id, batch))
             except DispyError:
@@ -329,9 +333,9 @@ class SharedEngine(Journaling):
             self._resubmit = (there, kept)
             return
         self._resubmit = None
-        queued = {uid for uid, _, _ in self._outbox}
+        known = there | self._sent_on_link | {uid for uid, _, _ in self._outbox}
         for uid, job in self.jobs.items():
-            if uid not in there and uid not in queued and job._payload is not None:
+            if uid not in known and job._payload is not None:
                 self._outbox.append((uid, '', job._payload))
         self._flush()
 

@@ -160,8 +160,10 @@ class SharedComputation:
 
     # --- jobs -----------------------------------------------------------------------
     def submit(self, uid: int, node: str, payload: bytes, seq: int) -> None:
-        if uid in self.engine.jobs or uid in self.seq:
-            raise ValueError(f'job {uid} submitted twice')
+        if uid in self.engine.jobs or uid in self.seq or uid in self.replies:
+            # sent again by a client that re-attached: it runs once
+            log.debug('job %d of "%s" submitted again: ignored', uid, self.name)
+            return
         self.seq[uid] = seq
         job = DispyJob(uid, (), {}, payload, self._lock)
         self.engine.submit(job, node or None)

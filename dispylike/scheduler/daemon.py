@@ -345,10 +345,7 @@ class SchedulerDaemon:
         comp = self._comp(session, msg.comp_id)
         for uid, node, payload in msg.jobs:
             self._submissions += 1
-            try:
-                comp.submit(uid, node, payload, self._submissions)
-            except ValueError as exc:
-                raise ProtocolError(str(exc)) from None
+            comp.submit(uid, node, payload, self._submissions)
         self.reshare()
 
     async def _on_close(self, session: ClientSession, msg: m.CloseComputation) -> None:

@@ -348,3 +348,37 @@ def test_a_restarted_scheduler_can_use_nodes_that_still_hold_its_old_jobs(tmp_pa
                 job = other.submit(7)
                 assert job(timeout=60) == 49, (job.status, again.log())
         assert 'disconnected' in node.log()
+
+
+def counted(n, marks):
+    import os
+    import time
+    with open(os.path.join(marks, f'{n}-{os.getpid()}'), 'w') as f:
+        f.write('ran')
+    time.sleep(0.2)
+    return n * n
+
+
+@pytest.mark.parametrize('after', [None, 0.5])   # before the jobs reach it, or mid-run
+def test_a_broken_link_to_the_scheduler_is_dialled_again_and_no_job_runs_twice(two_nodes,
+                                                                               tmp_path, after):
+    marks = tmp_path / 'marks'
+    marks.mkdir()
+    with scheduler_for(two_nodes) as sched:
+        with shared(counted, sched) as cluster:
+            cluster.submit(-1, str(marks))()
+            if after is None:
+                # hold the I/O loop so the link breaks before the jobs are sent
+                cluster._io.call(time.sleep, 0.5)
+                jobs = [cluster.submit(i, str(marks)) for i in range(20)]
+                cluster._io.call(cluster._engine.conn.abort)
+            else:
+                jobs = [cluster.submit(i, str(marks)) for i in range(20)]
+                time.sleep(after)
+                cluster._io.call(cluster._engine.conn.abort)      # the link breaks
+            time.sleep(0.5)
+            more = [cluster.submit(i, str(marks)) for i in range(20, 30)]   # while it is down
+            assert [j(timeout=60) for j in jobs + more] == [i * i for i in range(30)]
+        ran = [name.rsplit('-', 1)[0] for name in os.listdir(marks)]
+        assert sorted(ran) == sorted(str(i) for i in range(-1, 30)), 'a job ran twice or never'
+        assert 'attached again' in sched.log()
