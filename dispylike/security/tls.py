@@ -17,7 +17,11 @@ from ..errors import AuthenticationError
 
 def _context(purpose: ssl.Purpose, certfile: str, keyfile: str | None,
              cafile: str | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(purpose, cafile=cafile or certfile)
+    try:
+        ctx = ssl.create_default_context(purpose, cafile=cafile or certfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise AuthenticationError(f'cannot load CA certificates {cafile or certfile!r}: '
+                                  f'{exc}') from exc
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED

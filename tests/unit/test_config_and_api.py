@@ -62,3 +62,12 @@ def test_public_api_exports():
 def test_bad_pulse_interval_says_so():
     with pytest.raises(ValueError, match='pulse_interval'):
         dispy.JobCluster(lambda: 0, nodes=['127.0.0.1'], pulse_interval=0.5)
+
+
+def test_a_missing_certificate_file_is_named_in_the_error(tmp_path):
+    from dispylike.errors import AuthenticationError
+    from dispylike.security.tls import client_context, server_context
+    missing = str(tmp_path / 'nope.pem')
+    for make in (client_context, server_context):
+        with pytest.raises(AuthenticationError, match='nope.pem'):
+            make(missing)
