@@ -147,12 +147,14 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         if any(spec.is_pattern for spec in self.specs) and self.beacon is None:
             await self._start_discovery()
 
-    def join_node(self, spec: NodeAllocate, host: str, port: int) -> None:
-        """Dial this node (found by someone else, e.g. a dispyscheduler) and set it up."""
-        self._start_join(spec, host, port)
+    def join_node(self, spec: NodeAllocate, host: str, port: int, quiet: bool = False) -> None:
+        """Dial this node (found by someone else, e.g. a dispyscheduler) and set it up;
+        ``quiet``: a failure is logged at debug level (a retry)."""
+        self._start_join(spec, host, port, quiet)
 
-    def _start_join(self, spec: NodeAllocate, host: str | None, port: int | None) -> None:
-        task = asyncio.get_running_loop().create_task(self._join(spec, host, port))
+    def _start_join(self, spec: NodeAllocate, host: str | None, port: int | None,
+                    quiet: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._join(spec, host, port, quiet))
         self._joins.add(task)
         task.add_done_callback(self._join_done)
 

@@ -362,6 +362,10 @@ class NodeDaemon(Housekeeping):
             session.send(m.Refused(msg.comp_id, str(exc)))
             return
         dest = os.path.join(self.prefix, rel)
+        if any(c.dest_path == dest for s in self.clients for c in s.comps.values()):
+            session.send(m.Refused(msg.comp_id, f'dest_path {msg.dest_path!r} is in use by '
+                                                'another computation on this node'))
+            return
         os.makedirs(dest, mode=0o700, exist_ok=True)
         self.owners.add(session)
         self.clients.add(session)

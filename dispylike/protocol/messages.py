@@ -96,6 +96,13 @@ def decode_message(frame: Message) -> Any:
     return msg
 
 
+def check_comp_id(owner: str, comp_id: str) -> None:
+    """A computation id is 32 lowercase hex digits (uuid4().hex): daemons build paths
+    from it, so nothing else is accepted."""
+    if len(comp_id) != 32 or any(c not in '0123456789abcdef' for c in comp_id):
+        raise ProtocolError(f'{owner}: malformed computation id')
+
+
 def _check_items(owner: str, items: tuple, kinds: tuple) -> None:
     for item in items:
         if not isinstance(item, tuple) or len(item) != len(kinds):
@@ -152,6 +159,9 @@ class SetupComputation(_Base):
     code: bytes             # opaque: unpickled only in the computation's own process
     cleanup: bool           # remove files at close
     pulse_interval: float   # seconds between pulses both ways; 0 = no pulses
+
+    def check(self) -> None:
+        check_comp_id('SetupComputation', self.comp_id)
 
 
 @message(20)
@@ -332,6 +342,7 @@ class ShareComputation(_Base):
     nodes: tuple
 
     def check(self) -> None:
+        check_comp_id('ShareComputation', self.comp_id)
         _check_items('ShareComputation', self.nodes, (str, int, int, bytes))
 
 

@@ -149,18 +149,22 @@ class SharedComputation:
         for key, (host, port) in self.daemon.known_nodes.items():
             self.offer_node(key, host, port)
 
-    def offer_node(self, key: str, host: str, port: int) -> None:
-        """A node the scheduler may use: join it if the computation's ``nodes`` allow."""
-        if not self.running or self.closing:
+    def offer_node(self, key: str, host: str, port: int, quiet: bool = False,
+                   force: bool = False) -> None:
+        """A node the scheduler may use: join it if the computation's ``nodes`` allow
+        (``force``: allocate_node asked for it)."""
+        if not self.running or self.closing or key in self.engine.links:
             return
         for spec in self.specs:
             if spec.matches(host) and spec.port in (None, port):
-                self.engine.join_node(spec, host, port)
+                self.engine.join_node(spec, host, port, quiet)
                 return
+        if force:
+            self.engine.join_node(NodeAllocate(host, port), host, port, quiet)
 
     # --- jobs -----------------------------------------------------------------------
     def submit(self, uid: int, node: str, payload: bytes, seq: int) -> None:
-        if uid in self.engine.jobs or uid in self.seq or uid in self.replies:
+        if uid in self.engine.jobs or uid in self.seq:
             # sent again by a client that re-attached: it runs once
             log.debug('job %d of "%s" submitted again: ignored', uid, self.name)
             return

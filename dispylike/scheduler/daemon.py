@@ -21,6 +21,7 @@ kept); then its jobs are terminated and its files cleaned on every node.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import shutil
@@ -49,6 +50,8 @@ log = logging.getLogger('dispylike.scheduler')
 
 #: Seconds between housekeeping rounds (zombie clients, discovery probes).
 TICK = 1.0
+#: Seconds between attempts to set computations up on known nodes they do not use yet.
+REOFFER_EVERY = 5.0
 #: File under dest_path_prefix holding the scheduler's id (its group on nodes).
 GROUP_FILE = '.scheduler-id'
 
@@ -200,7 +203,7 @@ class SchedulerDaemon:
             await asyncio.wait(list(self._connections), timeout=10)
 
     async def _housekeeping(self) -> None:
-        last_probe = time.monotonic()
+        last_probe = last_offer = time.monotonic()
         while True:
             await asyncio.sleep(TICK)
             now = time.monotonic()
@@ -214,6 +217,12 @@ class SchedulerDaemon:
             if self.opts.ping_interval and now - last_probe >= self.opts.ping_interval:
                 last_probe = now
                 self._probe()
+            if now - last_offer >= REOFFER_EVERY:
+                last_offer = now      # a node that was down or busy may be usable now
+                for comp in list(self.comps.values()):
+                    for key, (host, port) in self.known_nodes.items():
+                        if key not in comp.engine.links:
+                            comp.offer_node(key, host, port, quiet=True)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -235,6 +244,8 @@ class SchedulerDaemon:
         try:
             while True:
                 msg = await conn.recv()
+                if session.conn is not conn:
+                    return    # the client attached on a new connection: this one is over
                 if type(msg) is m.Attach:
                     session = self._on_attach(session, conn, msg)
                     continue
@@ -301,8 +312,9 @@ class SchedulerDaemon:
             if msg.dest_path:
                 check_relpath(msg.dest_path)
             for host, _port, _cpus, _blob in msg.nodes:
-                if not host:
-                    raise StagingError('a nodes entry has no host')
+                if '*' not in host and not _is_ip(host):
+                    raise StagingError(f'nodes entry {host!r}: an IP address or a pattern '
+                                       '(the client resolves host names)')
         except StagingError as exc:
             session.send(m.Refused(msg.comp_id, str(exc)))
             return
@@ -371,7 +383,7 @@ class SchedulerDaemon:
         uids: tuple = ()
         try:
             if msg.op == 'allocate':
-                result = await engine.allocate_node(msg.node)
+                result = self._allocate(comp, msg.node)
             elif msg.op == 'deallocate':
                 result = engine.set_accepting(msg.node, False)
             elif msg.op == 'close':
@@ -391,12 +403,23 @@ class SchedulerDaemon:
                                                 msg.node)
             else:
                 raise ProtocolError(f'unknown node request {msg.op!r}')
+            self.reshare()
         except DispyError as exc:
             if isinstance(exc, ProtocolError):
                 raise
             log.warning('%s %s for "%s": %s', msg.op, msg.node, comp.name, exc)
             result = -1
         session.send(m.NodeRequestDone(msg.request, int(result), uids))
+
+    def _allocate(self, comp: SharedComputation, node: str) -> int:
+        """allocate_node: a node of this scheduler only (its -n list or found by it)."""
+        if comp.engine.find_node(node) is not None:
+            return comp.engine.set_accepting(node, True)
+        for key, (host, port) in self.known_nodes.items():
+            if node in (key, host):
+                comp.offer_node(key, host, port, force=True)
+                return 0
+        return -1
 
     def _set_cpus(self, comp: SharedComputation, node: str, cpus: int) -> int:
         """set_node_cpus: only with --cooperative (else -1, as dispy)."""
@@ -425,11 +448,15 @@ class SchedulerDaemon:
         for comp in self.comps.values():
             if not comp.running or comp.closing:
                 continue
-            for key, link in comp.engine.links.items():
+            links = comp.engine.links
+            for key, link in links.items():
                 nodes[key] = max(nodes.get(key, 0), link.node.avail_cpus)
+            usable = {key: cpus for key, cpus in comp.limits.items()   # not deallocated,
+                      if key in links and links[key].accepting         # closing or out of
+                      and not links[key].releasing}                    # service hours
             pending, oldest = comp.demand()
             demands.append(Demand(comp.comp_id, pending, self.admission.order.get(
-                comp.comp_id, comp.number), oldest, dict(comp.limits)))
+                comp.comp_id, comp.number), oldest, usable))
         shares = share_cpus(nodes, demands, self.opts.policy)
         for comp_id, per_node in shares.items():
             comp = self.comps[comp_id]
@@ -443,3 +470,11 @@ def _node_spec(entry: str) -> NodeAllocate:
     if sep and port.isdigit() and (host.count(':') == 0 or host.startswith('[')):
         return NodeAllocate(host.strip('[]'), int(port))
     return NodeAllocate(entry)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -95,7 +95,7 @@ async def _info(node):
 
 def test_results_are_kept_for_a_client_that_comes_back(node):
     async def scenario():
-        conn = await _start_raw(node, 'c-back', [(1, 0.2), (2, 30)])
+        conn = await _start_raw(node, 'cb' * 16, [(1, 0.2), (2, 30)])
         await asyncio.sleep(0.3)
         conn.abort()                                   # the client vanishes mid-run
         await asyncio.sleep(1.0)                       # job 1 finishes meanwhile
@@ -105,13 +105,13 @@ def test_results_are_kept_for_a_client_that_comes_back(node):
         back.send(m.Attach('nope'))
         refused = await asyncio.wait_for(back.recv(), 10)
         assert isinstance(refused, m.Attached) and not refused.ok
-        back.send(m.Attach('c-back'))
+        back.send(m.Attach('cb' * 16))
         attached = await asyncio.wait_for(back.recv(), 10)
         assert attached.ok and attached.running == ((2, 1),)
         replies = await asyncio.wait_for(back.recv(), 10)
         assert [r[:3] for r in replies.replies] == [(1, 1, int(DispyJob.Finished))]
         back.send(m.AckReplies(((1, 1),)))
-        back.send(m.CloseComputation('c-back', True))
+        back.send(m.CloseComputation('cb' * 16, True))
         while not isinstance(await asyncio.wait_for(back.recv(), 20), m.ComputationClosed):
             pass
         back.abort()
@@ -123,7 +123,7 @@ def test_results_are_kept_for_a_client_that_comes_back(node):
 def test_zombie_interval_frees_the_node_from_a_vanished_client():
     with NodeProcess(cpus=1, extra=['--zombie_interval', '0.02']) as node:   # 1.2 s
         async def scenario():
-            conn = await _start_raw(node, 'c-gone', [(1, 60)])
+            conn = await _start_raw(node, 'cd' * 16, [(1, 60)])
             await asyncio.sleep(0.3)
             conn.abort()
             assert (await _info(node)).busy_with != ''

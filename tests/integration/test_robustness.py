@@ -56,14 +56,16 @@ async def _misbehave(node, messages):
 
 def test_protocol_violations_close_only_that_client_and_leak_nothing(node):
     code = package(square).code
-    setup = [m.SetupComputation('c1', 'square', 'bad', '', code, True, 0.0),
-             m.StartComputation('c1', b'')]
+    c1 = 'c1' * 16
+    setup = [m.SetupComputation(c1, 'square', 'bad', '', code, True, 0.0),
+             m.StartComputation(c1, b'')]
     payload = cloudpickle.dumps(((2,), {}))
     cases = [
         [m.RunJobs('nope', ((1, 1, payload),))],                        # unknown computation
-        [m.SetupComputation('c1', 'x', 'bad', '', code, True, 0.0)] * 2,  # set up twice
-        setup + [m.RunJobs('c1', ((1, 1, payload), (1, 2, payload)))],  # job sent twice
-        setup + [m.StartComputation('c1', b'')],                         # started twice
+        [m.SetupComputation(c1, 'x', 'bad', '', code, True, 0.0)] * 2,  # set up twice
+        setup + [m.RunJobs(c1, ((1, 1, payload), (1, 2, payload)))],    # job sent twice
+        setup + [m.StartComputation(c1, b'')],                           # started twice
+        [m.SetupComputation('/../../x' + '0' * 24, 'x', 'bad', '', code, True, 0.0)],  # a path
     ]
     for messages in cases:
         asyncio.run(_misbehave(node, messages))

@@ -68,6 +68,8 @@ def test_two_programs_share_the_nodes_and_interleave_on_them(two_nodes):
             used_a = {(j.ip_addr, j._node.port) for j in jobs_a}
             used_b = {(j.ip_addr, j._node.port) for j in jobs_b}
             assert used_a & used_b, 'no node ran jobs of both programs'
+            # fair: b did not wait for a's queue to drain (early/first come would)
+            assert min(j.start_time for j in jobs_b) < max(j.start_time for j in jobs_a) - 0.2
             assert len(a.status()) == 2 and sum(n.jobs_done for n in a.status()) == 40
         finally:
             a.close()
@@ -209,7 +211,7 @@ def test_a_killed_client_has_its_jobs_terminated_and_others_go_on(two_nodes, tmp
             assert other.submit(0.1)() == 0.1
         finally:
             other.close()
-        assert 'zombie_interval' in sched.log()
+        assert 'gone for 0.05 min (zombie_interval): terminating its jobs' in sched.log()
 
 
 def test_recover_jobs_of_a_shared_cluster(two_nodes, tmp_path):
@@ -382,3 +384,62 @@ def test_a_broken_link_to_the_scheduler_is_dialled_again_and_no_job_runs_twice(t
         ran = [name.rsplit('-', 1)[0] for name in os.listdir(marks)]
         assert sorted(ran) == sorted(str(i) for i in range(-1, 30)), 'a job ran twice or never'
         assert 'attached again' in sched.log()
+
+
+def test_a_listed_node_that_starts_later_is_used(tmp_path):
+    with NodeProcess(cpus=1, secret='ns') as probe:
+        port = probe.port                      # a free port for the node started later
+    with SchedulerProcess([f'127.0.0.1:{port}'], node_secret='ns', cluster_secret='cs') as sched:
+        with shared(compute, sched) as cluster:
+            job = cluster.submit(6)
+            time.sleep(1.0)
+            assert job.status == dispylike.DispyJob.Created
+            with NodeProcess(cpus=1, secret='ns', extra=['--node_port', str(port)]):
+                assert job(timeout=30) == 36
+
+
+def test_two_programs_with_one_dest_path_do_not_share_a_directory(tmp_path):
+    data = tmp_path / 'data.txt'
+    data.write_text('first')
+    with NodeProcess(cpus=2, secret='ns') as node, scheduler_for([node]) as sched:
+        a = shared(read_data, sched, depends=[str(data)], dest_path='same')
+        try:
+            assert a.submit(0)() == 'first'
+            data.write_text('second')
+            b = shared(read_data, sched, depends=[str(data)], dest_path='same')
+            with b:
+                job = b.submit(0)
+                time.sleep(1.0)
+                assert job.status == dispylike.DispyJob.Created   # refused while a uses it
+                assert a.submit(1)() == 'first'                   # a's file is untouched
+                a.close()
+                assert job(timeout=30) == 'second'
+        finally:
+            a.close()
+        assert 'in use by another computation' in sched.log()
+
+
+def test_a_computation_id_that_is_a_path_is_refused(two_nodes, tmp_path):
+    import asyncio
+
+    from dispylike.protocol import messages as m
+    from dispylike.transport.connection import connect
+    victim = tmp_path / 'victim'
+    victim.mkdir()
+
+    async def attack(sched):
+        conn = await connect(sched.host, sched.port, 'cs')
+        conn.send(m.ShareComputation('../../../../../../' + str(victim).lstrip('/'), 'x', 'evil',
+                                     '', b'', True, 0.0, False, False, ()))
+        try:
+            with pytest.raises(dispylike.DispyError):
+                while True:
+                    await asyncio.wait_for(conn.recv(), 10)
+        finally:
+            conn.abort()
+    with scheduler_for(two_nodes) as sched:
+        asyncio.run(attack(sched))
+        with shared(compute, sched) as cluster:
+            assert cluster.submit(2)() == 4
+        assert 'malformed computation id' in sched.log()
+    assert list(victim.iterdir()) == []

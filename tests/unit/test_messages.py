@@ -20,7 +20,7 @@ def test_round_trip_every_kind():
         m.NodeInfoRequest(''),
         m.NodeInfo('n', '127.0.0.1', 9701, 2, 2, 'Linux', 123, '0.1', '', (1.5, 2, 3, 0.0)),
         m.FileChunk('c', 'a/b.txt', 0, b'data', True, 0o644),
-        m.SetupComputation('c', 'compute', 'me', '', b'code', True, 2.0),
+        m.SetupComputation('0' * 32, 'compute', 'me', '', b'code', True, 2.0),
         m.Pulse((1.0, 2, 3, 4.0)),
         m.Heartbeat(),
         m.ProvisionalResult(3, 4, b'r'),
@@ -33,7 +33,7 @@ def test_round_trip_every_kind():
         m.CloseComputation('c', False),
         m.ComputationClosed('c'),
         m.Refused('c', 'busy'),
-        m.ShareComputation('c', 'compute', 'me', '', b'code', True, 0.0, False, True,
+        m.ShareComputation('a' * 32, 'compute', 'me', '', b'code', True, 0.0, False, True,
                            (('10.0.0.*', 0, 2, b''),)),
         m.SubmitJobs('c', ((1, '', b'p'), (2, '10.0.0.2', b'q'))),
         m.JobsRunning(((1, '10.0.0.2', 9701),)),
@@ -90,7 +90,9 @@ def test_malformed_pickle_is_protocol_error():
 
 
 @pytest.mark.parametrize('msg', [
-    m.ShareComputation('c', 'f', 'me', '', b'', True, 0.0, False, False, (('h', 0, 2),)),
+    m.ShareComputation('a' * 32, 'f', 'me', '', b'', True, 0.0, False, False, (('h', 0, 2),)),
+    m.ShareComputation('../../victim', 'f', 'me', '', b'', True, 0.0, False, False, ()),
+    m.SetupComputation('/../../x' + '0' * 24, 'f', 'me', '', b'', True, 0.0),
     m.SubmitJobs('c', ((1, 2, b'p'),)),
     m.JobsRunning(((1, '10.0.0.2'),)),
     m.NodeEvent(1, 'a', 1, 'n', 2, 2, 'L', (1.0, 2)),
