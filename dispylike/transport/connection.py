@@ -118,6 +118,11 @@ class Connection:
         msg_type, body = encode_message(msg)
         self.send_raw(encode(msg_type, body))
 
+    @property
+    def unsent(self) -> int:
+        """Bytes given to ``send`` that the peer has not taken yet."""
+        return 0 if self._closed else self.writer.transport.get_write_buffer_size()
+
     async def drain(self) -> None:
         try:
             await self.writer.drain()

@@ -21,10 +21,10 @@ import os
 import shutil
 import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
-from ..errors import ConnectionClosed
+from ..errors import ConnectionClosed, DispyError
 from ..protocol import messages as m
 from .connection import Connection
 
@@ -36,6 +36,10 @@ MEMORY_CAP = 64 * 1024 * 1024
 DISK_CAP = 2 * 1024 * 1024 * 1024
 #: A single reply message stays far below the frame cap.
 REPLY_BATCH_BYTES = 16 * 1024 * 1024
+#: Replies wait in the retained store (memory, then disk) rather than in the socket's
+#: buffer while a client leaves more than this unread: a client that stops reading
+#: costs the daemon at most this much memory beyond MEMORY_CAP.
+SEND_BUFFER_CAP = 32 * 1024 * 1024
 
 Reply = tuple   # (uid, attempt, status, start_time, end_time, payload)
 #: A spilled reply's file: this header (the reply's fields but the payload), then the payload.
@@ -97,6 +101,26 @@ class RetainedReplies:
                 return True
         return False
 
+    def get(self, key: tuple[int, int]) -> Reply | None:
+        """A kept reply (read back if spilled), or None if acknowledged or dropped."""
+        value = self._entries.get(key)
+        if isinstance(value, str):
+            return self._read_spilled(key, value)
+        return value
+
+    def _read_spilled(self, key: tuple[int, int], path: str) -> Reply | None:
+        try:
+            with open(path, 'rb') as f:
+                fields = SPILL_HEAD.unpack(f.read(SPILL_HEAD.size))
+                payload = f.read()
+        except (OSError, struct.error) as exc:
+            log.error('reply of job %d lost: %s', key[0], exc)
+            return None
+        return (*fields, payload)
+
+    def keys(self) -> list[tuple[int, int]]:
+        return list(self._entries)
+
     def discard(self, key: tuple[int, int]) -> None:
         value = self._entries.pop(key, None)
         size = self._sizes.pop(key, 0)
@@ -111,18 +135,10 @@ class RetainedReplies:
 
     def entries(self):
         """Every kept reply, oldest first (spilled payloads read back)."""
-        for key, value in list(self._entries.items()):
-            if isinstance(value, str):
-                try:
-                    with open(value, 'rb') as f:
-                        fields = SPILL_HEAD.unpack(f.read(SPILL_HEAD.size))
-                        payload = f.read()
-                except (OSError, struct.error) as exc:
-                    log.error('reply of job %d lost: %s', key[0], exc)
-                    continue
-                yield (*fields, payload)
-            else:
-                yield value
+        for key in self.keys():
+            entry = self.get(key)
+            if entry is not None:
+                yield entry
 
     def clear(self) -> None:
         self._entries.clear()
@@ -145,8 +161,9 @@ class ClientSession:
         self.detached_at = 0.0                   # monotonic; 0 while attached
         self.pulse_task: asyncio.Task | None = None
         self.serving = True                      # last ServiceChange sent
-        self._outbox: list[Reply] = []
-        self._outbox_bytes = 0
+        self._unsent: deque[tuple[int, int]] = deque()   # kept replies not sent yet
+        self._flush_soon = False
+        self._draining: asyncio.Task | None = None
 
     @property
     def attached(self) -> bool:
@@ -164,19 +181,45 @@ class ClientSession:
     def reply(self, entry: Reply) -> None:
         """Send a job's final reply; it is kept until the client acknowledges it."""
         self.retained.add(entry)
-        if not self.attached:
-            return
-        if not self._outbox:
+        if self.attached:
+            self._unsent.append((entry[0], entry[1]))
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_soon:
+            self._flush_soon = True
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(entry)
-        self._outbox_bytes += len(entry[5])
-        if self._outbox_bytes > REPLY_BATCH_BYTES:   # keep each message far below the cap
-            self._flush()
 
     def _flush(self) -> None:
-        batch, self._outbox, self._outbox_bytes = tuple(self._outbox), [], 0
+        """Send waiting replies in batches while the client keeps up; when it does not,
+        the rest wait (kept) until its connection drains."""
+        self._flush_soon = False
+        conn = self.conn
+        batch: list[Reply] = []
+        size = 0
+        while self._unsent and self.attached and conn.unsent < SEND_BUFFER_CAP:
+            entry = self.retained.get(self._unsent.popleft())
+            if entry is None:
+                continue                  # acknowledged meanwhile, or dropped
+            batch.append(entry)
+            size += len(entry[5])
+            if size > REPLY_BATCH_BYTES or not self._unsent:
+                self.send(m.JobReplies(tuple(batch)))
+                batch, size = [], 0
         if batch:
-            self.send(m.JobReplies(batch))
+            self.send(m.JobReplies(tuple(batch)))
+        if self._unsent and self.attached and self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain(conn))
+
+    async def _drain(self, conn: Connection) -> None:
+        try:
+            await conn.drain()
+        except DispyError:
+            return            # the connection is gone: replies stay kept for a re-attach
+        finally:
+            self._draining = None
+        if self.conn is conn:
+            self._flush()
 
     def ack(self, keys: tuple) -> None:
         for key in keys:
@@ -184,7 +227,7 @@ class ClientSession:
 
     def detach(self) -> None:
         self.conn = None
-        self._outbox, self._outbox_bytes = [], 0
+        self._unsent.clear()
         self.detached_at = time.monotonic()
 
     def attach(self, conn: Connection) -> None:
@@ -192,9 +235,5 @@ class ClientSession:
         self.conn = conn
         self.detached_at = 0.0
         self.last_rx = time.monotonic()
-        for entry in self.retained.entries():
-            self._outbox.append(entry)
-            self._outbox_bytes += len(entry[5])
-            if self._outbox_bytes > REPLY_BATCH_BYTES:
-                self._flush()
+        self._unsent = deque(self.retained.keys())
         self._flush()

@@ -1,0 +1,67 @@
+"""A client's session on a daemon: replies kept until acknowledged, sent only as fast as
+the client reads (no sockets: a fake connection)."""
+
+import asyncio
+
+from dispylike.protocol import messages as m
+from dispylike.transport.session import SEND_BUFFER_CAP, ClientSession
+
+
+class FakeConnection:
+    def __init__(self):
+        self.peer = 'fake'
+        self.closed = False
+        self.unsent = 0
+        self.sent = []
+        self.drained = asyncio.Event()
+
+    def send(self, msg):
+        self.sent.append(msg)
+        self.unsent += sum(len(r[5]) for r in msg.replies)
+
+    async def drain(self):
+        await self.drained.wait()
+        self.unsent = 0
+
+
+def reply(uid, size=10):
+    return (uid, 1, 11, 0.0, 1.0, b'x' * size)
+
+
+def sent_uids(conn):
+    return [r[0] for msg in conn.sent if isinstance(msg, m.JobReplies) for r in msg.replies]
+
+
+def test_a_client_that_stops_reading_gets_no_more_until_it_drains(tmp_path):
+    async def run():
+        conn = FakeConnection()
+        session = ClientSession(conn, str(tmp_path / 'spill'))
+        session.reply(reply(1, SEND_BUFFER_CAP))           # fills the client's buffer
+        await asyncio.sleep(0)
+        for uid in range(2, 6):
+            session.reply(reply(uid))
+        await asyncio.sleep(0)
+        assert sent_uids(conn) == [1]                       # the rest wait, kept
+        assert len(session.retained) == 5
+        session.ack(((2, 1),))                              # acknowledged while waiting
+        conn.drained.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sent_uids(conn) == [1, 3, 4, 5]
+    asyncio.run(run())
+
+
+def test_attach_resends_every_kept_reply_once(tmp_path):
+    async def run():
+        first = FakeConnection()
+        session = ClientSession(first, str(tmp_path / 'spill'))
+        for uid in range(1, 4):
+            session.reply(reply(uid))
+        session.detach()
+        await asyncio.sleep(0)
+        assert sent_uids(first) == []
+        again = FakeConnection()
+        session.attach(again)
+        await asyncio.sleep(0)
+        assert sent_uids(again) == [1, 2, 3]
+    asyncio.run(run())
