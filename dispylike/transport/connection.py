@@ -197,7 +197,14 @@ async def connect(host: str, port: int, secret: str | bytes, *, role: hs.Role = 
         raise
     except Exception as exc:
         conn.abort()
-        raise translate_os_error(exc, peer) from exc
+        error = translate_os_error(exc, peer)
+        if ssl_context is not None and isinstance(error, ConnectionClosed):
+            # with TLS 1.3 the daemon checks our certificate after our side of the TLS
+            # handshake is done: its refusal arrives as a closed connection
+            error = ConnectionClosed(f'{error} right after TLS: it may have refused this '
+                                     'side\'s certificate (expired, or not signed by its '
+                                     'cafile); its log says why')
+        raise error from exc
     return conn
 
 
