@@ -333,7 +333,7 @@ class Server:
             await self.handler(conn)
         except ConnectionClosed as exc:
             log.debug('%s: %s', self.name, exc)
-        except ProtocolError as exc:
+        except (ProtocolError, AuthenticationError) as exc:   # bad data, or altered frames
             log.warning('%s: closing %s: %s', self.name, peer, exc)
         except Exception:
             log.exception('%s: handler for %s failed', self.name, peer)
