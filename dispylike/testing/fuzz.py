@@ -354,8 +354,9 @@ def campaign(target: Target, plan: Plan, workdir: str, secret: str = 'fuzz-secre
             run.stop.set()
             worker.join(legit_timeout)
         time.sleep(0.5)   # connections the fuzz closed last are being torn down
-        after = process_usage(ep.pid)
-        report.update(alive=ep.alive(), log=ep.log())
+        alive = ep.alive()
+        after = process_usage(ep.pid) if alive else (-1, -1)
+        report.update(alive=alive, log=ep.log())
     report.update(
         stats=stats, fds_before=before[0], fds_after=after[0], rss_before=before[1],
         rss_after=after[1], legit_ok=run.ok, legit_bad=run.bad,
