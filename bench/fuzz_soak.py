@@ -3,6 +3,7 @@ while a client runs jobs.
 
     python bench/fuzz_soak.py                       # 100,000 frames, 100,000 datagrams
     python bench/fuzz_soak.py --frames 20000 --datagrams 20000 --seed 7 --json out.json
+    python bench/fuzz_soak.py --target dispyscheduler   # a scheduler (TCP only) instead
 
 Runs in a private network namespace holding only loopback (entered first; needs
 root or user namespaces).  The campaign is dispylike.testing.fuzz's, as in
@@ -24,6 +25,8 @@ import tempfile
 
 from dispylike.testing import enter_private_netns, fuzz
 
+TARGETS = (fuzz.NODE, fuzz.SCHEDULER)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -31,12 +34,14 @@ def main() -> int:
     ap.add_argument('--datagrams', type=int, default=100_000)
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--json', help='also write the figures to this file')
+    ap.add_argument('--target', choices=[t.name for t in TARGETS], default='dispynode')
     args = ap.parse_args()
     print(f'network: {enter_private_netns()}', flush=True)
     plan = fuzz.Plan(tcp_frames=args.frames, datagrams=args.datagrams, seed=args.seed,
                      legit_before=50)
     with tempfile.TemporaryDirectory(prefix='dispylike-fuzz-soak-') as workdir:
-        report = fuzz.campaign(fuzz.NODE, plan, workdir, legit_timeout=600)
+        target = next(t for t in TARGETS if t.name == args.target)
+        report = fuzz.campaign(target, plan, workdir, legit_timeout=600)
     print(fuzz.summary(report))
     unauth = report['audit'].get('unpickles', {}).get('unauthenticated', -1)
     crashes = int(not report['alive']) + report['log'].count('Traceback')

@@ -9,7 +9,7 @@ manager yielding an :class:`Endpoint`: host, TCP port, UDP port or None, pid,
 log) and ``legit(endpoint, secret, run)`` (a legitimate client's work, called
 on a thread: it must call ``run.record(latency, ok)`` per request and return
 once ``run.stop`` is set).  Adding a daemon (dispyscheduler, dispynetrelay) is
-one launch function and one workload; see :data:`NODE`.
+one launch function and one workload; see :data:`NODE` and :data:`SCHEDULER`.
 
 The campaign starts the daemon with ``DISPYLIKE_UNPICKLE_AUDIT`` set (see
 :mod:`dispylike.security.audit`), waits for the legitimate client to work,
@@ -45,8 +45,8 @@ from ..protocol import handshake as hs
 from ..protocol.frames import PROTOCOL_VERSION, FrameDecoder, encode
 from ..security.audit import ENV as AUDIT_ENV
 from ..transport.connection import connect
+from .daemons import NodeProcess, SchedulerProcess
 from .fuzzcases import authed_frames, datagram, poison_pickle, preauth_frames
-from .nodeproc import NodeProcess
 
 
 @dataclass(frozen=True)
@@ -124,17 +124,42 @@ def _node_jobs(ep: Endpoint, secret: str, run: LegitRun) -> None:
     import dispylike
     with dispylike.JobCluster(fuzz_square, nodes=[(ep.host, ep.tcp_port)],
                               secret=secret) as cluster:
-        n = 0
-        while not run.stop.is_set():
-            start = time.monotonic()
-            job = cluster.submit(n)
-            result = job(timeout=60)
-            run.record(time.monotonic() - start, result == n * n,
-                       f'job {n}: {result!r} {job.status} {job.exception}')
-            n += 1
+        _one_at_a_time(cluster, run)
+
+
+def _one_at_a_time(cluster: Any, run: LegitRun) -> None:
+    n = 0
+    while not run.stop.is_set():
+        start = time.monotonic()
+        job = cluster.submit(n)
+        result = job(timeout=60)
+        run.record(time.monotonic() - start, result == n * n,
+                   f'job {n}: {result!r} {job.status} {job.exception}')
+        n += 1
 
 
 NODE = Target('dispynode', _launch_node, _node_jobs)
+
+
+@contextlib.contextmanager
+def _launch_scheduler(secret: str, env: dict[str, str]) -> Iterator[Endpoint]:
+    """A dispyscheduler (clients' secret ``secret``) with one node of its own; only the
+    scheduler is audited and fuzzed (its node list is explicit: no UDP port)."""
+    with NodeProcess(cpus=2, secret=secret + '-nodes') as node, \
+            SchedulerProcess([f'{node.host}:{node.port}'], node_secret=secret + '-nodes',
+                             cluster_secret=secret, env=env,
+                             extra=['--msg_timeout', '5']) as sched:
+        yield Endpoint(sched.host, sched.port, None, sched.pid, sched.log, sched.alive)
+
+
+def _shared_jobs(ep: Endpoint, secret: str, run: LegitRun) -> None:
+    import dispylike
+    with dispylike.SharedJobCluster(fuzz_square, scheduler_node=ep.host,
+                                    scheduler_port=ep.tcp_port, secret=secret) as cluster:
+        _one_at_a_time(cluster, run)
+
+
+SCHEDULER = Target('dispyscheduler', _launch_scheduler, _shared_jobs)
 
 
 # --- TCP --------------------------------------------------------------------------
@@ -356,7 +381,7 @@ def campaign(target: Target, plan: Plan, workdir: str, secret: str = 'fuzz-secre
         time.sleep(0.5)   # connections the fuzz closed last are being torn down
         alive = ep.alive()
         after = process_usage(ep.pid) if alive else (-1, -1)
-        report.update(alive=alive, log=ep.log())
+        report.update(alive=alive, log=ep.log(), udp_port=ep.udp_port)
     report.update(
         stats=stats, fds_before=before[0], fds_after=after[0], rss_before=before[1],
         rss_after=after[1], legit_ok=run.ok, legit_bad=run.bad,

@@ -15,9 +15,12 @@ names say what a daemon must survive:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
+import typing
+from typing import Any
 
 from ..protocol import discovery as d
 from ..protocol import handshake as hs
@@ -93,14 +96,28 @@ def preauth_frames(rng: random.Random, secret: str, poison_path: str) -> tuple[s
     return kind, frames
 
 
-def _valid_messages(rng: random.Random) -> list:
-    comp = rng.randbytes(8).hex()
-    return [m.NodeInfoRequest(), m.Heartbeat(), m.AckReplies(((1, 1),)),
-            m.CancelJob(rng.randint(0, 99), 1), m.CloseComputation(comp, True),
-            m.RunJobs(comp, ((1, 1, b'x'),)), m.FileChunk(comp, 'f', 0, b'x', True, 0o644),
-            m.StartComputation(comp, b''), m.Attach(comp),
-            m.FileOffer(comp, 'f', 1, b'h' * 32, 0o644),
-            m.SetupComputation(comp, 'fuzz', 'fuzzer', '', b'', True, 0.0)]
+def _message_classes() -> list[type]:
+    return [cls for cls in vars(m).values()
+            if isinstance(cls, type) and dataclasses.is_dataclass(cls) and hasattr(cls, 'TYPE')]
+
+
+def _value(hint: Any, rng: random.Random) -> Any:
+    """A plausible value for a field annotated ``hint`` (a str, int, float...)."""
+    kinds = typing.get_args(hint) or (hint,)
+    kind = rng.choice([k for k in kinds if k is not type(None)] or [str])
+    kind = typing.get_origin(kind) or kind
+    makers = {str: lambda: rng.randbytes(rng.randint(0, 12)).hex(), bool: lambda: True,
+              int: lambda: rng.randint(0, 99), float: lambda: rng.random() * 10,
+              bytes: lambda: rng.randbytes(rng.randint(0, 32)), tuple: tuple}
+    return makers.get(kind, lambda: None)()
+
+
+def valid_message(rng: random.Random) -> Any:
+    """A well-formed message of any registered type, with made-up field values (for a
+    computation that does not exist: ids are random)."""
+    cls = rng.choice(_message_classes())
+    hints = typing.get_type_hints(cls)
+    return cls(*(_value(hints[f.name], rng) for f in dataclasses.fields(cls)))
 
 
 def authed_frames(rng: random.Random, poison_path: str) -> tuple[str, list[tuple[int, bytes]]]:
@@ -112,7 +129,7 @@ def authed_frames(rng: random.Random, poison_path: str) -> tuple[str, list[tuple
         if kind == 'random':
             out.append((rng.choice(APP_TYPES), rng.randbytes(rng.randint(0, 512))))
         elif kind == 'mutated':
-            msg_type, body = m.encode_message(rng.choice(_valid_messages(rng)))
+            msg_type, body = m.encode_message(valid_message(rng))
             out.append((msg_type, mutate(body, rng)))
         elif kind == 'poison':
             out.append((rng.choice(APP_TYPES), poison_pickle(poison_path)))
@@ -123,7 +140,7 @@ def authed_frames(rng: random.Random, poison_path: str) -> tuple[str, list[tuple
         elif kind == 'unknown':
             out.append((rng.randint(40, 0xFFFF), rng.randbytes(rng.randint(0, 64))))
         else:           # well-formed, for a computation that does not exist (or harmless)
-            out.append(m.encode_message(rng.choice(_valid_messages(rng))))
+            out.append(m.encode_message(valid_message(rng)))
     return kind, out
 
 

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from dispylike.client.management import _save_job_file
+from dispylike.driver.management import save_job_file
 from dispylike.execution.staging import (
     FileBudget,
     FileSink,
@@ -192,7 +192,7 @@ def test_client_refuses_hostile_job_file_names(base_and_outside, monkeypatch, ca
     os.symlink(outside / 'victim', base / 'flink')
     os.mkfifo(base / 'fifo')
     monkeypatch.chdir(base)
-    _save_job_file(relpath, b'evil', 'node1')
+    save_job_file(relpath, b'evil', 'node1')
     assert 'refused file' in caplog.text
     assert sorted(os.listdir(base)) == ['fifo', 'flink', 'link']
     assert sorted(os.listdir(outside)) == ['victim']
@@ -201,5 +201,5 @@ def test_client_refuses_hostile_job_file_names(base_and_outside, monkeypatch, ca
 
 def test_client_saves_a_good_job_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _save_job_file('out/r.bin', b'ok', 'node1')
+    save_job_file('out/r.bin', b'ok', 'node1')
     assert (tmp_path / 'out' / 'r.bin').read_bytes() == b'ok'
