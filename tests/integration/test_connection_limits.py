@@ -61,7 +61,7 @@ def test_pending_handshakes_are_capped_per_source_and_overall():
             writer.close()
             assert server.refused == 1
             conn = await connect('127.0.0.1', port, SECRET, local_addr=('127.0.0.1', 0))
-            conn.send(m.NodeInfoRequest())               # others still get in
+            conn.send(m.NodeInfoRequest(''))               # others still get in
             assert isinstance(await conn.recv(), m.NodeInfo)
             conn.abort()
             for _ in range(3):
@@ -149,7 +149,7 @@ def test_captured_session_replayed_to_a_live_node_is_refused():
         recorder = _Recorder(node.address)
         port = await recorder.start()
         conn = await connect('127.0.0.1', port, SECRET)  # a real client, recorded
-        conn.send(m.NodeInfoRequest())
+        conn.send(m.NodeInfoRequest(''))
         assert isinstance(await conn.recv(), m.NodeInfo)
         await conn.close()
         await asyncio.wait_for(recorder.done.wait(), 20)
