@@ -8,8 +8,11 @@
     client ──PROBE──> unicast, UDP RelayPort ──> dispynetrelay (relay.state: it probes
                       its subnets and sends the nodes' ANNOUNCEs on, as they are)
 
-Every datagram is authenticated (protocol.discovery); anything else is counted
-and dropped.  Replies are rate-limited so a node cannot be used to amplify.
+Every datagram is authenticated (protocol.discovery) and at most
+``protocol.discovery.MAX_DATAGRAM`` bytes; anything else is counted and
+dropped.  Answers are rate-limited per source address and overall
+(:class:`~.ratelimit.RateLimit`), so a node cannot be used to amplify a flood
+and one flooding host cannot starve the others.
 """
 
 from __future__ import annotations
@@ -19,18 +22,20 @@ import logging
 import os
 import socket
 import struct
-import time
 from collections.abc import Callable
 
 from .. import config
 from ..errors import AuthenticationError, ProtocolError
 from ..protocol import discovery as d
 from .addresses import Interface, interfaces, is_loopback
+from .ratelimit import RateLimit
 
 log = logging.getLogger('dispylike.discovery')
 
-#: Answers a node sends per second at most (the rest are dropped).
+#: Answers a node sends per second at most, in all and to one source address (the rest
+#: of the probes are dropped; a client sends four in its first seconds).
 MAX_REPLIES_PER_SECOND = 200
+MAX_REPLIES_PER_SOURCE = 10
 
 
 class _Beacon(asyncio.DatagramProtocol):
@@ -126,8 +131,7 @@ class NodeBeacon(_Beacon):
         super().__init__(secret)
         self.announcement = announcement
         self.silent = False          # out of service hours: probes are not answered
-        self._window = 0.0
-        self._replies = 0
+        self.limit = RateLimit(MAX_REPLIES_PER_SOURCE, MAX_REPLIES_PER_SECOND)
 
     async def start(self, port: int, addresses: list[str]) -> None:
         self.ifaces = _selected(addresses)
@@ -145,12 +149,11 @@ class NodeBeacon(_Beacon):
         msg = self._decode(data, addr)
         if not isinstance(msg, d.Probe) or self.silent:
             return
-        now = time.monotonic()
-        if now - self._window >= 1.0:
-            self._window, self._replies = now, 0
-        self._replies += 1
-        if self._replies <= MAX_REPLIES_PER_SECOND:
+        if self.limit.allow(addr[0]):
             self.send(d.encode(self.announcement(msg.nonce), self.secret), addr[:2])
+        elif self.limit.dropped <= 5 or self.limit.dropped % 1000 == 0:
+            log.info('probe from %s not answered: over the rate cap (%d dropped so far)',
+                     addr[0], self.limit.dropped)
 
     def announce(self, client_port: int, multicast_v4: bool,
                  unicast: list[str] = ()) -> list[str]:

@@ -19,11 +19,19 @@ from .. import config
 from ..configfile import parse_args, save_config
 from ..execution.processes import READY_LINE, set_parent_death_signal
 from ..log import setup_logging
+from ..security import audit
 from ..transport.loop import new_event_loop
 from ..version import __version__
 from .console import start_console
 from .daemon import NodeDaemon
-from .options import DEFAULT_MAX_FILE_SIZE, DEFAULT_ZOMBIE_MINUTES, NodeOptions, resolve_cpus
+from .options import (
+    DEFAULT_MAX_FILE_SIZE,
+    DEFAULT_MAX_FILES,
+    DEFAULT_MAX_TOTAL_FILE_SIZE,
+    DEFAULT_ZOMBIE_MINUTES,
+    NodeOptions,
+    resolve_cpus,
+)
 from .service import ServiceHours
 
 SECTION = 'dispynode'
@@ -47,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help='shared secret (default: $DISPYLIKE_SECRET or empty)')
     p.add_argument('--max_file_size', type=int, default=DEFAULT_MAX_FILE_SIZE,
                    help='largest file accepted, in bytes (0 = no limit; default 10 MB)')
+    p.add_argument('--max_files', type=int, default=DEFAULT_MAX_FILES,
+                   help='files one computation may store (0 = no limit; default %(default)s)')
+    p.add_argument('--max_total_file_size', type=int, default=DEFAULT_MAX_TOTAL_FILE_SIZE,
+                   help='bytes of files one computation may store in all (0 = no limit; '
+                        'default 1 GiB)')
     p.add_argument('--msg_timeout', type=float, default=config.MsgTimeout,
                    help='seconds a peer may take to complete a handshake')
     p.add_argument('--zombie_interval', type=float, default=DEFAULT_ZOMBIE_MINUTES,
@@ -100,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace) -> NodeOptions:
     resolve_cpus(args.cpus, os.cpu_count() or 1)  # validate early, clear message
     ServiceHours.parse(args.service_start, args.service_stop, args.service_end)
-    for name in ('zombie_interval', 'ping_interval', 'max_file_size', 'serve'):
+    for name in ('zombie_interval', 'ping_interval', 'max_file_size', 'max_files',
+                 'max_total_file_size', 'serve'):
         if getattr(args, name) < 0:
             raise ValueError(f'--{name} must not be negative')
     if args.zombie_interval == 0:
@@ -109,7 +123,9 @@ def options_from_args(args: argparse.Namespace) -> NodeOptions:
     return NodeOptions(hosts=args.host, ext_host=args.ext_host, dispy_port=args.dispy_port,
                        node_port=args.node_port, cpus=args.cpus, name=args.name,
                        dest_path_prefix=args.dest_path_prefix, secret=secret, clean=args.clean,
-                       max_file_size=args.max_file_size, msg_timeout=args.msg_timeout,
+                       max_file_size=args.max_file_size, max_files=args.max_files,
+                       max_total_file_size=args.max_total_file_size,
+                       msg_timeout=args.msg_timeout,
                        certfile=args.certfile, keyfile=args.keyfile, cafile=args.cafile,
                        ipv4_udp_multicast=args.ipv4_udp_multicast,
                        scheduler_hosts=args.scheduler_host,
@@ -157,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.exit_with_parent:
         set_parent_death_signal(signal.SIGTERM)
+    audit.install_from_env()   # tests only: see security.audit
     setup_logging(logging.DEBUG if args.debug else logging.INFO)
     try:
         loop = new_event_loop()

@@ -47,7 +47,14 @@ from ..discovery.addresses import primary_address
 from ..discovery.beacon import NodeBeacon
 from ..errors import ComputationError, ProtocolError
 from ..execution.host import ComputationHost, JobOutcome, failure_payload
-from ..execution.staging import FileSink, StagingError, check_relpath, confined_path
+from ..execution.staging import (
+    FileBudget,
+    FileSink,
+    StagingError,
+    check_relpath,
+    confined_path,
+    make_confined_dir,
+)
 from ..protocol import messages as m
 from ..protocol.discovery import Announce
 from ..protocol.frames import DEFAULT_MESSAGE_CAP, PROTOCOL_VERSION
@@ -80,6 +87,7 @@ class NodeComputation:
     dest_path: str
     remove_files: bool
     code: bytes
+    budget: FileBudget
     host: ComputationHost | None = None
     sinks: dict[str, FileSink] = field(default_factory=dict)
     running: dict[int, int] = field(default_factory=dict)   # uid -> attempt, at the host
@@ -285,6 +293,13 @@ class NodeDaemon(Housekeeping):
         if session not in self.clients:
             log.debug('client %s disconnected', session.client)
             return
+        if not session.retained and all(c.host is None for c in session.comps.values()):
+            # nothing started, so nothing to recover (setup refused, a file over a limit):
+            # holding the node for zombie_interval would only lock others out
+            log.info('client %s left before its computation started: node freed',
+                     session.client)
+            asyncio.get_running_loop().create_task(self._end_session(session))
+            return
         session.detach()
         running = sum(len(c.running) + len(c.queued) for c in session.comps.values())
         log.warning('client %s disconnected; its %d job(s) go on and their results are kept '
@@ -355,18 +370,16 @@ class NodeDaemon(Housekeeping):
             session.send(m.Refused(msg.comp_id, 'out of service hours '
                                                 f'({self.hours.describe()})'))
             return
+        rel = msg.dest_path or f'{_safe_name(msg.name)}_{msg.comp_id[:8]}'
         try:
-            rel = check_relpath(msg.dest_path) if msg.dest_path else \
-                f'{_safe_name(msg.name)}_{msg.comp_id[:8]}'
-        except StagingError as exc:
+            dest = make_confined_dir(self.prefix, rel, mode=0o700)
+        except (StagingError, OSError) as exc:
             session.send(m.Refused(msg.comp_id, str(exc)))
             return
-        dest = os.path.join(self.prefix, rel)
         if any(c.dest_path == dest for s in self.clients for c in s.comps.values()):
             session.send(m.Refused(msg.comp_id, f'dest_path {msg.dest_path!r} is in use by '
                                                 'another computation on this node'))
             return
-        os.makedirs(dest, mode=0o700, exist_ok=True)
         self.owners.add(session)
         self.clients.add(session)
         session.client = msg.client or session.client
@@ -375,8 +388,9 @@ class NodeDaemon(Housekeeping):
                 self._pulse(session, max(MIN_PULSE, msg.pulse_interval)))
             session.tasks.add(session.pulse_task)
         remove = msg.cleanup or self.opts.force_cleanup
+        budget = FileBudget(self.opts.max_files, self.opts.max_total_file_size)
         session.comps[msg.comp_id] = NodeComputation(msg.comp_id, msg.name, dest, remove,
-                                                     msg.code)
+                                                     msg.code, budget)
         log.info('computation "%s" from %s set up in %s', msg.name, session.client, dest)
 
     async def _pulse(self, session: ClientSession, interval: float) -> None:
@@ -418,7 +432,7 @@ class NodeDaemon(Housekeeping):
             sink = comp.sinks.get(msg.relpath)
             if sink is None:
                 sink = comp.sinks[msg.relpath] = FileSink(comp.dest_path, msg.relpath,
-                                                          self.opts.max_file_size)
+                                                          self.opts.max_file_size, comp.budget)
             sink.write(msg.offset, msg.data)
             if msg.final:
                 del comp.sinks[msg.relpath]

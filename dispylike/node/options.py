@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from .. import config
 
 DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
+#: Files, and bytes in all, one computation may store on the node (0 = no limit).
+DEFAULT_MAX_FILES = 10_000
+DEFAULT_MAX_TOTAL_FILE_SIZE = 1024 * 1024 * 1024
 #: Minutes a client may stay silent (no connection) before its computations are
 #: terminated and its files cleaned (dispy's default).
 DEFAULT_ZOMBIE_MINUTES = 60.0
@@ -24,6 +27,8 @@ class NodeOptions:
     secret: str = ''
     clean: bool = False
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    max_files: int = DEFAULT_MAX_FILES
+    max_total_file_size: int = DEFAULT_MAX_TOTAL_FILE_SIZE
     msg_timeout: float = config.MsgTimeout
     cancel_grace: float = 5.0
     certfile: str = ''

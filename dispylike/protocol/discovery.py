@@ -21,6 +21,7 @@ the challenge-response handshake decides.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -56,6 +57,10 @@ class Announce:
     ip_addr: str
 
 
+#: The key of a secret, computed once (every datagram is checked with it).
+_key = functools.lru_cache(maxsize=8)(derive_key)
+
+
 def _mac(key: bytes, data: bytes) -> bytes:
     return hmac.new(key, b'udp' + data, hashlib.sha256).digest()[:MAC_SIZE]
 
@@ -72,7 +77,7 @@ def encode(msg: Probe | Announce, secret: str | bytes) -> bytes:
         body = (_HEAD.pack(MAGIC, VERSION, ANNOUNCE)
                 + _ANNOUNCE.pack(msg.nonce, msg.port, min(msg.cpus, 0xFFFF), msg.incarnation)
                 + _short(msg.name, 'utf-8') + _short(msg.ip_addr, 'ascii'))
-    data = body + _mac(derive_key(secret), body)
+    data = body + _mac(_key(secret), body)
     if len(data) > MAX_DATAGRAM:
         raise ValueError('datagram too large')
     return data
@@ -88,7 +93,7 @@ def decode(data: bytes, secret: str | bytes) -> Probe | Announce:
     if version != VERSION:
         raise ProtocolError(f'datagram version {version}, this side speaks {VERSION}')
     body, mac = data[:-MAC_SIZE], data[-MAC_SIZE:]
-    if not hmac.compare_digest(mac, _mac(derive_key(secret), body)):
+    if not hmac.compare_digest(mac, _mac(_key(secret), body)):
         raise AuthenticationError('datagram not signed with this secret')
     rest = body[_HEAD.size:]
     if kind == PROBE and len(rest) == NONCE_SIZE:

@@ -14,6 +14,7 @@ from ..configfile import parse_args, save_config
 from ..execution.processes import READY_LINE, set_parent_death_signal
 from ..log import setup_logging
 from ..scheduling.share import SharePolicy
+from ..security import audit
 from ..transport.loop import new_event_loop
 from ..version import __version__
 from .daemon import SchedulerDaemon
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.exit_with_parent:
         set_parent_death_signal(signal.SIGTERM)
+    audit.install_from_env()   # tests only: see security.audit
     setup_logging(logging.DEBUG if args.debug else logging.INFO)
     try:
         new_event_loop().run_until_complete(run_scheduler(opts, args.ready_fd))

@@ -7,6 +7,8 @@
 * :class:`InProcessNode` and :class:`FakeClock` - a node daemon on a thread of
   this process, with a clock the test moves (service hours).
 * :func:`submit_unserved` - assert that no node runs a cluster's job.
+* :mod:`dispylike.testing.fuzz` - fuzz a live daemon while a legitimate client works
+  (import it explicitly: it is not re-exported here).
 """
 
 from .checks import submit_unserved

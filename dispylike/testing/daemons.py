@@ -41,6 +41,10 @@ class DaemonProcess:
             raise
 
     @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
@@ -82,13 +86,15 @@ class DaemonProcess:
 
 class NodeProcess(DaemonProcess):
     """``python -m dispylike.node`` on ``host`` (any free port).  ``extra`` adds
-    command-line options; ``secret`` is passed through the environment."""
+    command-line options; ``secret`` is passed through the environment, and so is
+    ``env`` (more variables)."""
 
     def __init__(self, cpus: int = 2, secret: str = '', extra: list[str] | None = None,
-                 host: str = '127.0.0.1', timeout: float = 30.0, console: bool = False) -> None:
+                 host: str = '127.0.0.1', timeout: float = 30.0, console: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         super().__init__('dispylike.node', ['-i', host, '--node_port', '0', '-c', str(cpus),
                                             *(extra or [])],
-                         {'DISPYLIKE_SECRET': secret}, 'node', timeout, console)
+                         {'DISPYLIKE_SECRET': secret, **(env or {})}, 'node', timeout, console)
 
 
 class SchedulerProcess(DaemonProcess):
@@ -98,10 +104,11 @@ class SchedulerProcess(DaemonProcess):
 
     def __init__(self, nodes: list[str], node_secret: str = '', cluster_secret: str = '',
                  extra: list[str] | None = None, host: str = '127.0.0.1',
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
         argv = ['-i', host, '--scheduler_port', '0']
         for node in nodes:
             argv += ['-n', node]
         super().__init__('dispylike.scheduler', argv + list(extra or []),
                          {'DISPYLIKE_NODE_SECRET': node_secret,
-                          'DISPYLIKE_CLUSTER_SECRET': cluster_secret}, 'scheduler', timeout)
+                          'DISPYLIKE_CLUSTER_SECRET': cluster_secret, **(env or {})},
+                         'scheduler', timeout)

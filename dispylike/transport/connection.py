@@ -33,6 +33,7 @@ from ..protocol.frames import (
     encode,
 )
 from ..protocol.messages import decode_message, encode_message
+from ..security import audit
 from ..security.aead import TAG_SIZE, FrameCipher
 
 log = logging.getLogger('dispylike.transport')
@@ -40,8 +41,12 @@ log = logging.getLogger('dispylike.transport')
 READ_CHUNK = 1 << 18
 _NOT_TLS_REASONS = ('WRONG_VERSION_NUMBER', 'RECORD_LAYER_FAILURE', 'UNEXPECTED_EOF_WHILE_READING',
                     'HTTP_REQUEST', 'PACKET_LENGTH_TOO_LONG')
-#: Accepted connections that have not finished the handshake, at most.
+#: Accepted connections that have not finished the handshake, at most (more are closed
+#: at once, unread) ...
 MAX_PENDING_HANDSHAKES = 64
+#: ... and at most this many of them from one source address, so that one host cannot
+#: use up the whole budget and lock everybody else out.
+MAX_PENDING_PER_SOURCE = 16
 
 
 def translate_os_error(exc: BaseException, peer: str) -> DispyError:
@@ -197,7 +202,14 @@ async def connect(host: str, port: int, secret: str | bytes, *, role: hs.Role = 
         raise
     except Exception as exc:
         conn.abort()
-        raise translate_os_error(exc, peer) from exc
+        error = translate_os_error(exc, peer)
+        if ssl_context is not None and isinstance(error, ConnectionClosed):
+            # with TLS 1.3 the daemon checks our certificate after our side of the TLS
+            # handshake is done: its refusal arrives as a closed connection
+            error = ConnectionClosed(f'{error} right after TLS: it may have refused this '
+                                     'side\'s certificate (expired, or not signed by its '
+                                     'cafile); its log says why')
+        raise error from exc
     return conn
 
 
@@ -225,18 +237,26 @@ class Server:
 
     A failed handshake is logged with the peer and reason and the peer gets a
     REJECT; errors escaping a handler are logged and close only that connection.
+    Connections in the handshake are capped overall (``max_pending``) and per
+    source address (``max_pending_per_source``); each has ``handshake_timeout``
+    seconds to complete it (TLS included).
     """
 
     def __init__(self, secret: str | bytes, handler: Handler, *,
                  ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
-                 name: str = 'server') -> None:
+                 name: str = 'server', max_pending: int = MAX_PENDING_HANDSHAKES,
+                 max_pending_per_source: int = MAX_PENDING_PER_SOURCE) -> None:
         self.secret = secret
         self.handler = handler
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
         self.name = name
+        self.max_pending = max_pending
+        self.max_pending_per_source = max_pending_per_source
+        self.refused = 0      # connections closed unread because of the caps
         self._servers: list[asyncio.base_events.Server] = []
         self._pending = 0
+        self._pending_from: dict[str, int] = {}
         self.connections: set[Connection] = set()
         self._own_tls = ssl_context is not None and hasattr(asyncio.StreamWriter, 'start_tls')
 
@@ -258,14 +278,40 @@ class Server:
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
+    def _admit(self, writer: asyncio.StreamWriter, peer: str) -> str | None:
+        """The source address if this connection may start a handshake, else None."""
+        addr = writer.get_extra_info('peername')
+        source = str(addr[0]) if isinstance(addr, tuple) and addr else peer
+        if self._pending >= self.max_pending:
+            why = 'too many connections in handshake'
+        elif self._pending_from.get(source, 0) >= self.max_pending_per_source:
+            why = f'too many connections in handshake from {source}'
+        else:
+            self._pending += 1
+            self._pending_from[source] = self._pending_from.get(source, 0) + 1
+            return source
+        self.refused += 1
+        if self.refused <= 5 or self.refused % 1000 == 0:  # a flood must not flood the log
+            log.warning('%s: refusing %s: %s (%d refused so far)', self.name, peer, why,
+                        self.refused)
+        writer.transport.abort()
+        return None
+
+    def _release(self, source: str) -> None:
+        self._pending -= 1
+        left = self._pending_from[source] - 1
+        if left:
+            self._pending_from[source] = left
+        else:
+            del self._pending_from[source]
+
     async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer_name(writer)
-        if self._pending >= MAX_PENDING_HANDSHAKES:
-            log.warning('%s: refusing %s: too many connections in handshake', self.name, peer)
-            writer.transport.abort()
+        source = self._admit(writer, peer)
+        if source is None:
             return
+        state = audit.peer_accepted(peer)    # this task's context: see security.audit
         conn = Connection(reader, writer, peer, FrameDecoder(HANDSHAKE_CAP, HANDSHAKE_CAP))
-        self._pending += 1
         try:
             if self._own_tls and not await self._start_tls(conn):
                 return
@@ -285,13 +331,14 @@ class Server:
             conn.abort()
             return
         finally:
-            self._pending -= 1
+            self._release(source)
+        audit.peer_authenticated(state)
         self.connections.add(conn)
         try:
             await self.handler(conn)
         except ConnectionClosed as exc:
             log.debug('%s: %s', self.name, exc)
-        except ProtocolError as exc:
+        except (ProtocolError, AuthenticationError) as exc:   # bad data, or altered frames
             log.warning('%s: closing %s: %s', self.name, peer, exc)
         except Exception:
             log.exception('%s: handler for %s failed', self.name, peer)

@@ -1,13 +1,14 @@
 """Files both ways: dispy_send_file from jobs, cluster.send_file to nodes; names confined,
 sizes capped, on the node and on the client."""
 
+import asyncio
 import os
 import sys
 
 import cloudpickle
 
 import dispylike
-from dispylike.testing import NodeProcess
+from dispylike.testing import NodeProcess, submit_unserved
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -113,3 +114,70 @@ def test_job_depends_for_one_job_only_and_removed_after(node, tmp_path):
         assert c.submit('job-input.txt')()[0] == 'no helper'    # another job has neither
         helper_only = c.submit('job-input.txt', dispy_job_depends=[helper_for_one_job])
         assert helper_only() is None and 'FileNotFoundError' in helper_only.exception
+
+
+async def _store_files(node, files, dest='hostile', cleanup=True):
+    """Set up a computation over a raw connection and send ``files`` ((relpath, data)):
+    returns the node's FileStored answers by relpath."""
+    from dispylike.execution.computation import package
+    from dispylike.protocol import messages as m
+    from dispylike.transport.connection import connect
+    conn = await connect(node.host, node.port, '')
+    try:
+        conn.send(m.SetupComputation(dest, 'read_file', 'tester', dest,
+                                     package(read_file).code, cleanup, 0.0))
+        for relpath, data in files:
+            conn.send(m.FileChunk(dest, relpath, 0, data, True, 0o644))
+        answers = {}
+        while len(answers) < len(files):
+            msg = await asyncio.wait_for(conn.recv(), 20)
+            assert isinstance(msg, m.FileStored), msg
+            answers[msg.relpath] = msg.error
+        conn.send(m.CloseComputation(dest, True))     # frees the node for the next one
+        assert isinstance(await asyncio.wait_for(conn.recv(), 20), m.ComputationClosed)
+        return answers
+    finally:
+        conn.abort()
+
+
+def test_node_confines_file_names_from_the_client(node, tmp_path):
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    dest = os.path.join(node.prefix, 'hostile')
+    os.makedirs(dest)
+    os.symlink(outside, os.path.join(dest, 'dirlink'))            # planted by an earlier job
+    os.symlink(outside / 'victim', os.path.join(dest, 'filelink'))
+    os.mkfifo(os.path.join(dest, 'fifo'))
+    bad = ['/etc/x', '../x', 'a/../../x', 'dirlink/x', 'filelink', 'fifo', 'fifo/x', '']
+    answers = asyncio.run(_store_files(node, [(name, b'evil') for name in bad]
+                                       + [('ok/good.txt', b'fine')], cleanup=False))
+    assert answers.pop('ok/good.txt') == ''
+    assert all(answers[name] for name in bad), answers
+    assert os.listdir(outside) == []
+    assert sorted(os.listdir(dest)) == ['dirlink', 'fifo', 'filelink', 'ok']
+    assert 'refused file' in node.log() and node.alive()
+
+
+def test_node_caps_files_per_computation():
+    with NodeProcess(cpus=1, extra=['--max_files', '3', '--max_total_file_size', '100']) as node:
+        answers = asyncio.run(_store_files(node, [(f'f{i}', b'x' * 10) for i in range(5)]))
+        assert [answers[f'f{i}'] for i in range(3)] == ['', '', '']
+        assert 'stored 3 files' in answers['f3'] and 'stored 3 files' in answers['f4']
+        answers = asyncio.run(_store_files(node, [('big1', b'x' * 60), ('big2', b'x' * 60)],
+                                           dest='other'))
+        assert answers['big1'] == '' and '100 bytes in all' in answers['big2']
+        assert 'refused file' in node.log() and node.alive()
+
+
+def test_cluster_with_too_many_depends_fails_setup_clearly(tmp_path):
+    files = []
+    for i in range(4):
+        path = tmp_path / f'dep{i}.txt'
+        path.write_text(str(i))
+        files.append(str(path))
+    with NodeProcess(cpus=1, extra=['--max_files', '2']) as node:
+        with dispylike.JobCluster(read_file, nodes=[node.address], depends=files) as c:
+            submit_unserved(c, 'dep0.txt')
+        assert 'stored 2 files' in node.log()
+        with dispylike.JobCluster(read_file, nodes=[node.address], depends=files[:2]) as c:
+            assert c.submit('dep1.txt')() == b'1'

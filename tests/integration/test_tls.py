@@ -107,3 +107,23 @@ def test_certs_command_writes_private_files_with_names(tmp_path):
     san = crt.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ['node1']
     assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ['10.77.0.2']
+
+
+def test_expired_client_certificate_is_refused_on_both_ends_node_unaffected(tmp_path, caplog):
+    good, expired = tmp_path / 'good.pem', tmp_path / 'expired.pem'
+    old = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    write_pair(*make_self_signed(['127.0.0.1']), str(good), None)
+    write_pair(*make_self_signed(['old-client'], days=30, not_before=old), str(expired), None)
+    cas = tmp_path / 'cas.pem'        # both are trusted: only the expiry can refuse one
+    certs = [p.read_text() for p in (good, expired)]
+    cas.write_text(''.join(c[c.index('-----BEGIN CERTIFICATE'):] for c in certs))
+    with NodeProcess(cpus=1, extra=['--certfile', str(good), '--cafile', str(cas)]) as node:
+        with cluster_for(node, certfile=str(expired), cafile=str(cas)) as c:
+            submit_unserved(c, 2)
+        assert any('certificate' in r.getMessage() for r in caplog.records
+                   if r.levelname == 'WARNING')
+        if NODE_LOGS_TLS:
+            assert 'rejected' in node.log() and 'expired' in node.log()
+        with cluster_for(node, certfile=str(good), cafile=str(cas)) as c:   # unaffected
+            assert c.submit(6)() == 36
+        assert node.alive()
