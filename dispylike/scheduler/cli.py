@@ -18,7 +18,13 @@ from ..security import audit
 from ..transport.loop import new_event_loop
 from ..version import __version__
 from .daemon import SchedulerDaemon
-from .options import DEFAULT_MAX_FILE_SIZE, DEFAULT_ZOMBIE_MINUTES, SchedulerOptions
+from .options import (
+    DEFAULT_MAX_FILE_SIZE,
+    DEFAULT_MAX_FILES,
+    DEFAULT_MAX_TOTAL_FILE_SIZE,
+    DEFAULT_ZOMBIE_MINUTES,
+    SchedulerOptions,
+)
 
 SECTION = 'dispyscheduler'
 
@@ -72,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='directory for files clients send (staged before going to nodes)')
     p.add_argument('--max_file_size', type=int, default=DEFAULT_MAX_FILE_SIZE,
                    help='largest file accepted from a client, in bytes (0 = no limit)')
+    p.add_argument('--max_files', type=int, default=DEFAULT_MAX_FILES,
+                   help='files one computation may stage here (0 = no limit; default '
+                        '%(default)s)')
+    p.add_argument('--max_total_file_size', type=int, default=DEFAULT_MAX_TOTAL_FILE_SIZE,
+                   help='bytes of files one computation may stage here in all (0 = no '
+                        'limit; default 1 GiB)')
     p.add_argument('--clean', action='store_true',
                    help='remove files left under dest_path_prefix at start')
     policy = p.add_mutually_exclusive_group()
@@ -97,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> SchedulerOptions:
-    for name in ('zombie_interval', 'ping_interval', 'pulse_interval', 'max_file_size'):
+    for name in ('zombie_interval', 'ping_interval', 'pulse_interval', 'max_file_size',
+                 'max_files', 'max_total_file_size'):
         if getattr(args, name) < 0:
             raise ValueError(f'--{name} must not be negative')
     if args.zombie_interval == 0:
@@ -122,7 +135,8 @@ def options_from_args(args: argparse.Namespace) -> SchedulerOptions:
         cluster_cafile=args.cluster_cafile, pulse_interval=args.pulse_interval,
         ping_interval=args.ping_interval, zombie_interval=args.zombie_interval,
         msg_timeout=args.msg_timeout, dest_path_prefix=args.dest_path_prefix,
-        max_file_size=args.max_file_size, clean=args.clean, policy=policy,
+        max_file_size=args.max_file_size, max_files=args.max_files,
+        max_total_file_size=args.max_total_file_size, clean=args.clean, policy=policy,
         cooperative=args.cooperative, cleanup_nodes=args.cleanup_nodes)
 
 

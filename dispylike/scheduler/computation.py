@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..driver.engine import Engine, EngineConfig, NodeLink
 from ..execution.computation import Package
 from ..execution.host import failure_payload
-from ..execution.staging import FileSink, StagingError, check_relpath
+from ..execution.staging import FileBudget, FileSink, StagingError, check_relpath
 from ..job import DispyJob
 from ..nodes import DispyNode, NodeAllocate
 from ..protocol import messages as m
@@ -87,8 +87,10 @@ class SharedComputation:
         self.number = number                      # arrival order at the scheduler
         self.staging = os.path.join(daemon.prefix, 'staging', msg.comp_id)
         self.sinks: dict[str, FileSink] = {}
+        self.budget = FileBudget(opts.max_files, opts.max_total_file_size)
         self.files: list[tuple[str, str, int]] = []
         self.started = False                      # StartComputation received
+        self.refused = ''                         # why it cannot start (a refused file)
         self.running = False                      # admitted: joining nodes
         self.closing = False
         self.replies: dict[int, tuple[float, float, bytes]] = {}
@@ -126,7 +128,8 @@ class SharedComputation:
                 check_relpath(msg.relpath)
                 os.makedirs(self.staging, mode=0o700, exist_ok=True)
                 sink = self.sinks[msg.relpath] = FileSink(self.staging, msg.relpath,
-                                                          self.daemon.opts.max_file_size)
+                                                          self.daemon.opts.max_file_size,
+                                                          self.budget)
             sink.write(msg.offset, msg.data)
             if msg.final:
                 del self.sinks[msg.relpath]
@@ -140,6 +143,8 @@ class SharedComputation:
                 sink.abort()
             log.warning('refused file %r of "%s" from %s: %s', msg.relpath, self.name,
                         self.client, exc)
+            if not self.started:
+                self.refused = f'file {msg.relpath!r}: {exc}'   # it cannot start
             return str(exc)
         return ''
 

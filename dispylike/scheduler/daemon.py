@@ -262,8 +262,9 @@ class SchedulerDaemon:
         finally:
             self._connections.discard(me)
             if session.conn is conn:
-                if violation or not session.comps:
-                    self._spawn(self._end_session(session))
+                started = any(comp.started for comp in session.comps.values())
+                if violation or not started:    # nothing to keep for a client that left
+                    self._spawn(self._end_session(session))   # before its jobs could run
                 else:
                     session.detach()
                     log.warning('client %s disconnected; its computation(s) go on for %g min '
@@ -336,6 +337,10 @@ class SchedulerDaemon:
         comp = self._comp(session, msg.comp_id)
         if comp.started:
             raise ProtocolError(f'computation {comp.name!r} started twice')
+        if comp.refused:
+            session.send(m.Refused(comp.comp_id, comp.refused))
+            self._spawn(self._close_comp(comp, terminate=True))
+            return
         comp.started = True
         session.send(m.ComputationReady(comp.comp_id, True, '', ''))
         admitted = self.admission.arrive(comp.comp_id, comp.exclusive)

@@ -8,6 +8,8 @@ from .. import config
 from ..scheduling.share import SharePolicy
 
 DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_FILES = 10_000
+DEFAULT_MAX_TOTAL_FILE_SIZE = 1024 * 1024 * 1024
 #: Minutes a client may stay disconnected before its computations are closed
 #: (jobs terminated on the nodes, files cleaned), as dispy's default.
 DEFAULT_ZOMBIE_MINUTES = 60.0
@@ -36,6 +38,8 @@ class SchedulerOptions:
     msg_timeout: float = config.MsgTimeout
     dest_path_prefix: str = ''
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    max_files: int = DEFAULT_MAX_FILES                    # per computation staged here
+    max_total_file_size: int = DEFAULT_MAX_TOTAL_FILE_SIZE
     clean: bool = False
     policy: SharePolicy = SharePolicy.FIRST_COME
     cooperative: bool = False          # clients may change CPUs with set_node_cpus

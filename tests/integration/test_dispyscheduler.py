@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -83,3 +84,24 @@ def test_saved_config_runs_a_scheduler_with_those_options(tmp_path):
 def test_bad_values_exit_non_zero_with_a_clear_message(args, words):
     proc = _dispyscheduler(*args)
     assert proc.returncode != 0 and words in proc.stderr, proc.stderr
+
+
+def test_file_caps_per_computation_and_the_scheduler_keeps_serving(tmp_path):
+    files = []
+    for i in range(3):
+        path = tmp_path / f'f{i}.txt'
+        path.write_text('x')
+        files.append(str(path))
+    with NodeProcess(cpus=1) as node:
+        with SchedulerProcess([f'{node.host}:{node.port}'], extra=['--max_files', '2']) as sched:
+            with pytest.raises(dispylike.DispyError, match='limit'):
+                dispylike.SharedJobCluster(square, scheduler_node=sched.host,
+                                           scheduler_port=sched.port, depends=files)
+            with dispylike.SharedJobCluster(square, scheduler_node=sched.host,
+                                            scheduler_port=sched.port,
+                                            depends=files[:2]) as cluster:
+                assert cluster.submit(3)() == 9
+            time.sleep(0.5)
+            # the computation that failed never ran, and was not kept for zombie_interval
+            log = sched.log()
+            assert log.count('runs now') == 1 and 'go on for' not in log, log
