@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -90,6 +91,7 @@ class Connection:
         self.rx = 0
         self._pending: deque[Message] = deque()
         self._closed = False
+        _keep_alive(writer.get_extra_info('socket'))
 
     @property
     def closed(self) -> bool:
@@ -162,6 +164,26 @@ class Connection:
             self.decoder.set_caps(DEFAULT_FRAME_CAP + TAG_SIZE, DEFAULT_MESSAGE_CAP)
         else:
             self.decoder.set_caps(DEFAULT_FRAME_CAP, DEFAULT_MESSAGE_CAP)
+
+
+#: TCP keepalive on every connection: a peer whose host vanished (power loss, a
+#: partition with no traffic) is found dead after about IDLE + INTERVAL * COUNT seconds,
+#: so a session cannot stay "connected" forever (pulses are optional).
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 15, 5, 4
+
+
+def _keep_alive(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (('TCP_KEEPIDLE', KEEPALIVE_IDLE),
+                            ('TCP_KEEPINTVL', KEEPALIVE_INTERVAL),
+                            ('TCP_KEEPCNT', KEEPALIVE_COUNT)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass      # not a TCP socket (tests), or an option this OS lacks
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
