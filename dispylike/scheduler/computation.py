@@ -32,6 +32,7 @@ from ..execution.staging import FileBudget, FileSink, StagingError, check_relpat
 from ..job import DispyJob
 from ..nodes import DispyNode, NodeAllocate
 from ..protocol import messages as m
+from ..scheduling.share import SharePolicy
 from ..status import JobStatus, NodeStatus
 from ..transport.session import ClientSession
 
@@ -63,6 +64,12 @@ class ForwardingEngine(Engine):
         if self.sched.is_current(msg.uid, msg.attempt, link.key):
             link.node.rx += len(msg.data)
             self.comp.session.send(m.JobFile(msg.uid, 0, msg.relpath, msg.data))
+
+    def _prefetch(self, link: NodeLink) -> None:
+        # jobs queued on a node beyond a computation's CPUs run before other computations'
+        # jobs get there: with fair shares, none are queued
+        if self.comp.daemon.opts.policy is not SharePolicy.FAIR:
+            super()._prefetch(link)
 
     def _cpus_at_join(self, link: NodeLink) -> int:
         link.node.cpus = 0        # until the scheduler gives this computation its share
