@@ -122,18 +122,19 @@ async def _store_files(node, files, dest='hostile', cleanup=True):
     from dispylike.execution.computation import package
     from dispylike.protocol import messages as m
     from dispylike.transport.connection import connect
+    comp_id = os.urandom(16).hex()
     conn = await connect(node.host, node.port, '')
     try:
-        conn.send(m.SetupComputation(dest, 'read_file', 'tester', dest,
+        conn.send(m.SetupComputation(comp_id, 'read_file', 'tester', dest,
                                      package(read_file).code, cleanup, 0.0))
         for relpath, data in files:
-            conn.send(m.FileChunk(dest, relpath, 0, data, True, 0o644))
+            conn.send(m.FileChunk(comp_id, relpath, 0, data, True, 0o644))
         answers = {}
         while len(answers) < len(files):
             msg = await asyncio.wait_for(conn.recv(), 20)
             assert isinstance(msg, m.FileStored), msg
             answers[msg.relpath] = msg.error
-        conn.send(m.CloseComputation(dest, True))     # frees the node for the next one
+        conn.send(m.CloseComputation(comp_id, True))  # frees the node for the next one
         assert isinstance(await asyncio.wait_for(conn.recv(), 20), m.ComputationClosed)
         return answers
     finally:

@@ -193,7 +193,8 @@ def test_the_scheduler_node_hears_of_every_node_without_probing(subnets, spawn):
 
 def test_a_relay_takes_no_datagram_meant_for_a_node_or_client_on_its_host(subnets, spawn):
     """Unicast to a port shared with SO_REUSEPORT reaches one socket only (by a hash of the
-    addresses): 16 senders would have lost some datagrams to a relay in the group."""
+    addresses): 8 senders would have lost some datagrams to a relay in the group (8, not more:
+    the node answers at most 10 probes a second from one address)."""
     spawn.node('h1')
     relay = spawn.relay('h1')
     with subnets.b.netns('h1'):              # a client's beacon on the relay's host
@@ -202,7 +203,7 @@ def test_a_relay_takes_no_datagram_meant_for_a_node_or_client_on_its_host(subnet
         local_client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         local_client.bind(('', 9700))
     with subnets.b.netns('h2'):
-        senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+        senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
     try:
         for sock in [local_client, *senders]:
             sock.settimeout(5)
@@ -210,10 +211,10 @@ def test_a_relay_takes_no_datagram_meant_for_a_node_or_client_on_its_host(subnet
             sock.bind(('10.78.0.2', 0))
             sock.sendto(d.encode(d.Probe(os.urandom(16)), SECRET), (RELAY_HOST, 9701))
         answers = [d.decode(sock.recvfrom(2048)[0], SECRET) for sock in senders]
-        assert {a.ip_addr for a in answers} == {RELAY_HOST}         # the node answered all 16
+        assert {a.ip_addr for a in answers} == {RELAY_HOST}         # the node answered all 8
         for sock in senders:
             sock.sendto(b'for the client', (RELAY_HOST, 9700))
-        assert [local_client.recvfrom(2048)[0] for _ in senders] == [b'for the client'] * 16
+        assert [local_client.recvfrom(2048)[0] for _ in senders] == [b'for the client'] * 8
     finally:
         local_client.close()
         for sock in senders:
