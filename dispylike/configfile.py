@@ -1,4 +1,5 @@
-"""Daemon options from a config file (dispynode, dispyscheduler, dispynetrelay).
+"""Daemon command lines (dispynode, dispyscheduler): options from a config file, and
+the common ``main`` (validate, save the config or run the daemon's loop).
 
 The file is INI with one section named after the program, whose keys are the
 long option names; options given on the command line win.  ``--save_config``
@@ -9,8 +10,17 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import logging
 import os
+import signal
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .execution.processes import set_parent_death_signal
+from .log import setup_logging
+from .security import audit
+from .transport.loop import new_event_loop
 
 #: Options that are about this invocation, never read from or saved to a config file.
 NOT_CONFIG = {'config', 'save_config', 'ready_fd', 'exit_with_parent', 'help', 'version'}
@@ -81,3 +91,34 @@ def parse_args(parser: argparse.ArgumentParser, section: str, argv: list[str] | 
             parser.error(str(exc))
         first = parser.parse_args(argv)
     return parser, first
+
+
+def daemon_main(prog: str, section: str, parser: argparse.ArgumentParser,
+                options: Callable[[argparse.Namespace], Any],
+                run: Callable[[Any, argparse.Namespace], Awaitable[None]],
+                argv: list[str] | None) -> int:
+    """Parse (config file first, command line wins), validate with ``options`` (a
+    ValueError exits 2 with its message), then save the config or ``run`` the daemon
+    on a new event loop.  Returns the exit code."""
+    parser, args = parse_args(parser, section, argv)
+    try:
+        opts = options(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.save_config:
+        try:
+            save_config(parser, args, section, args.save_config)
+        except OSError as exc:
+            parser.error(f'cannot write config file {args.save_config}: {exc}')
+        print(f'{prog}: options saved to {args.save_config}')
+        return 0
+    if args.exit_with_parent:
+        set_parent_death_signal(signal.SIGTERM)
+    audit.install_from_env()   # tests only: see security.audit
+    setup_logging(logging.DEBUG if args.debug else logging.INFO)
+    try:
+        new_event_loop().run_until_complete(run(opts, args))
+    except OSError as exc:
+        print(f'{prog}: {exc}', file=sys.stderr)
+        return 1
+    return 0

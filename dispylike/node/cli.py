@@ -13,14 +13,10 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 
 from .. import config
-from ..configfile import parse_args, save_config
-from ..execution.processes import READY_LINE, set_parent_death_signal
-from ..log import setup_logging
-from ..security import audit
-from ..transport.loop import new_event_loop
+from ..configfile import daemon_main
+from ..execution.processes import READY_LINE
 from ..version import __version__
 from .console import start_console
 from .daemon import NodeDaemon
@@ -159,26 +155,6 @@ async def run_node(opts: NodeOptions, ready_fd: int = -1, console: bool = False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, args = parse_args(build_parser(), SECTION, argv)
-    try:
-        opts = options_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.save_config:
-        try:
-            save_config(parser, args, SECTION, args.save_config)
-        except OSError as exc:
-            parser.error(f'cannot write config file {args.save_config}: {exc}')
-        print(f'dispynode: options saved to {args.save_config}')
-        return 0
-    if args.exit_with_parent:
-        set_parent_death_signal(signal.SIGTERM)
-    audit.install_from_env()   # tests only: see security.audit
-    setup_logging(logging.DEBUG if args.debug else logging.INFO)
-    try:
-        loop = new_event_loop()
-        loop.run_until_complete(run_node(opts, args.ready_fd, console=not args.daemon))
-    except OSError as exc:
-        print(f'dispynode: {exc}', file=sys.stderr)
-        return 1
-    return 0
+    def run(opts: NodeOptions, args: argparse.Namespace):
+        return run_node(opts, args.ready_fd, console=not args.daemon)
+    return daemon_main('dispynode', SECTION, build_parser(), options_from_args, run, argv)

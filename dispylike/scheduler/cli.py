@@ -7,15 +7,11 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 
 from .. import config
-from ..configfile import parse_args, save_config
-from ..execution.processes import READY_LINE, set_parent_death_signal
-from ..log import setup_logging
+from ..configfile import daemon_main
+from ..execution.processes import READY_LINE
 from ..scheduling.share import SharePolicy
-from ..security import audit
-from ..transport.loop import new_event_loop
 from ..version import __version__
 from .daemon import SchedulerDaemon
 from .options import (
@@ -158,25 +154,5 @@ async def run_scheduler(opts: SchedulerOptions, ready_fd: int = -1) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, args = parse_args(build_parser(), SECTION, argv)
-    try:
-        opts = options_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.save_config:
-        try:
-            save_config(parser, args, SECTION, args.save_config)
-        except OSError as exc:
-            parser.error(f'cannot write config file {args.save_config}: {exc}')
-        print(f'dispyscheduler: options saved to {args.save_config}')
-        return 0
-    if args.exit_with_parent:
-        set_parent_death_signal(signal.SIGTERM)
-    audit.install_from_env()   # tests only: see security.audit
-    setup_logging(logging.DEBUG if args.debug else logging.INFO)
-    try:
-        new_event_loop().run_until_complete(run_scheduler(opts, args.ready_fd))
-    except OSError as exc:
-        print(f'dispyscheduler: {exc}', file=sys.stderr)
-        return 1
-    return 0
+    return daemon_main('dispyscheduler', SECTION, build_parser(), options_from_args,
+                       lambda opts, args: run_scheduler(opts, args.ready_fd), argv)

@@ -30,7 +30,7 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def started_announce(ip: str = '10.1.2.3') -> bytes:
+def started_announce(ip: str = '10.78.0.203') -> bytes:
     """A node's start-up announcement (its address need not exist: it is only relayed)."""
     return d.encode(d.Announce(os.urandom(16), 9701, 2, 1, 'far-node', ip), SECRET)
 
@@ -79,7 +79,7 @@ def test_probes_are_taken_and_announcements_relayed_garbage_dropped():
                 await until(lambda n=(batch + 1) * 20: relay.stats.refused == n)
             node.sendto(d.encode(d.Probe(os.urandom(16)), 'another secret'), ('127.0.0.1', port))
             await until(lambda: relay.stats.refused == 301)
-            second = started_announce('10.1.2.4')
+            second = started_announce('10.78.0.204')
             node.sendto(second, ('127.0.0.1', port))
             assert (await recv(client))[0] == second            # still relaying
             node.sendto(second, ('127.0.0.1', port))            # a replay is dropped
@@ -107,8 +107,8 @@ def test_a_second_relay_on_the_same_port_fails_at_start():
 
 def test_an_address_on_no_interface_is_an_error():
     async def main():
-        opts = RelayOptions(addresses=['127.0.0.1', '10.255.255.1'], relay_port=free_udp_port())
-        with pytest.raises(OSError, match='10.255.255.1'):
+        opts = RelayOptions(addresses=['127.0.0.1', '10.77.0.254'], relay_port=free_udp_port())
+        with pytest.raises(OSError, match='10.77.0.254'):
             await RelayDaemon(opts).start()
     asyncio.run(main())
 
@@ -128,7 +128,7 @@ def test_a_client_beacon_probes_the_relay_and_hears_the_nodes_it_relays():
             await until(lambda: relay.stats.probes == 1)
             node.sendto(started_announce(), ('127.0.0.1', port))
             await until(lambda: heard)
-            assert heard[0][0].ip_addr == '10.1.2.3' and heard[0][1] == '127.0.0.1'
+            assert heard[0][0].ip_addr == '10.78.0.203' and heard[0][1] == '127.0.0.1'
         finally:
             node.close()
             beacon.close()
