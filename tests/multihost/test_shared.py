@@ -54,14 +54,18 @@ class Program:
     def __init__(self, lab, host, sched_ip, count, pause, marks='', exclusive=False):
         self.host = host
         self.out = tempfile.mktemp(prefix=f'dispylike-{host}-', suffix='.json')
-        self.log = tempfile.NamedTemporaryFile(prefix=f'client-{host}-', suffix='.log')
+        fd, self.log = tempfile.mkstemp(prefix=f'client-{host}-', suffix='.log')
         env = dict(lab.env, PYTHONPATH=child_env()['PYTHONPATH'])
-        self.proc = lab.popen(host, [sys.executable, '-c', CLIENT, sched_ip, self.out,
-                                     str(count), str(pause), marks, '1' if exclusive else '0'],
-                              env=env, stderr=self.log, stdout=self.log)
+        try:
+            self.proc = lab.popen(host, [sys.executable, '-c', CLIENT, sched_ip, self.out,
+                                         str(count), str(pause), marks,
+                                         '1' if exclusive else '0'],
+                                  env=env, stderr=fd, stdout=fd)
+        finally:
+            os.close(fd)      # the program has its own copy
 
     def output(self) -> str:
-        with open(self.log.name, errors='replace') as f:
+        with open(self.log, errors='replace') as f:
             return f.read()
 
     def result(self, timeout=120):
@@ -138,6 +142,9 @@ def test_exclusive_waits_then_runs_alone_and_a_lost_node_reschedules(lab, start_
     exclusive = Program(lab, 'h6', sched.address, 6, 0.3, exclusive=True)
     time.sleep(1.0)
     later = Program(lab, 'h7', sched.address, 6, 0.3)
+    deadline = time.time() + 30          # the first program has jobs on h4 by now
+    while sched.log().count('joined') < 3 and time.time() < deadline:
+        time.sleep(0.2)
     time.sleep(1.0)
     nodes['h4'].proc.send_signal(signal.SIGKILL)         # a node dies mid-run
     killed_at = time.time()
@@ -148,4 +155,5 @@ def test_exclusive_waits_then_runs_alone_and_a_lost_node_reschedules(lab, start_
     assert all(r[3] != lab.ip('h4') or r[5] <= killed_at for r in first['results'])
     assert min(r[4] for r in alone['results']) >= max(r[5] for r in first['results']) - 0.1
     assert min(r[4] for r in last['results']) >= max(r[5] for r in alone['results']) - 0.1
-    assert 'lost node' in sched.log()
+    log = sched.log()
+    assert 'lost node' in log, log
