@@ -89,8 +89,11 @@ def classify_depends(depends: list) -> tuple[dict[str, Any], list[str], list[tup
 
 def package(computation: Callable | str, depends: list | None = None,
             setup: Callable | None = None, cleanup: Any = True,
-            extra_namespace: dict[str, Any] | None = None) -> Package:
-    """Build the bundle sent to nodes.  Raises ComputationError for bad arguments."""
+            extra_namespace: dict[str, Any] | None = None,
+            warm_workers: bool = False) -> Package:
+    """Build the bundle sent to nodes.  Raises ComputationError for bad arguments.
+    ``warm_workers``: the computation's process on each node runs job after job in
+    reused job processes (see :mod:`.zygote`) instead of one fresh process each."""
     namespace, modules, files = classify_depends(list(depends or ()))
     namespace.update(extra_namespace or {})
     if setup is not None and not callable(setup):
@@ -109,7 +112,7 @@ def package(computation: Callable | str, depends: list | None = None,
     else:
         raise ComputationError('computation must be a function or the path of a program')
     bundle.update(namespace=namespace, modules=modules, setup=setup,
-                  cleanup=cleanup if callable(cleanup) else None)
+                  cleanup=cleanup if callable(cleanup) else None, warm=bool(warm_workers))
     try:
         code = cloudpickle.dumps(bundle, protocol=5)
     except Exception as exc:
@@ -127,6 +130,7 @@ class Loaded:
     ns: types.ModuleType
     setup: Callable | None
     cleanup: Callable | None
+    warm: bool = False      # warm workers: job processes run job after job
 
 
 @dataclass
@@ -191,4 +195,5 @@ def load(code: bytes, dest_path: str, node_globals: dict[str, Any],
     if func is not None:
         d.setdefault(func.__name__, func)
     return Loaded(bundle['kind'], func, bundle['program'], ns,
-                  rebind(bundle['setup'], d), rebind(bundle['cleanup'], d))
+                  rebind(bundle['setup'], d), rebind(bundle['cleanup'], d),
+                  bool(bundle.get('warm', False)))

@@ -104,6 +104,7 @@ class ComputationHost:
         self._ready: asyncio.Future | None = None
         self._closed_fut: asyncio.Future | None = None
         self._in_process: InProcessSetup | None = None
+        self._outbox: list[tuple] = []   # messages for the process, sent once per loop turn
         self.broken = ''
 
     # --- lifecycle --------------------------------------------------------------
@@ -237,9 +238,20 @@ class ComputationHost:
 
     # --- internals --------------------------------------------------------------
     def _send(self, *fields) -> None:
+        """Queue a message for the process; the messages of one turn of the event loop
+        go out together as one ('batch', ...) message."""
         if self._writer is None or self._writer.is_closing():
             raise ConnectionError('computation process is gone')
-        self._writer.writelines(channel.pack(*fields))
+        self._outbox.append(fields)
+        if len(self._outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        msgs, self._outbox = self._outbox, []
+        if not msgs or self._writer is None or self._writer.is_closing():
+            return
+        self._writer.writelines(channel.pack(*(msgs[0] if len(msgs) == 1
+                                               else ('batch', tuple(msgs)))))
 
     async def _read_ctl(self, reader: asyncio.StreamReader) -> None:
         decoder = FrameDecoder(message_cap=channel.INTERNAL_MESSAGE_CAP)
@@ -264,7 +276,12 @@ class ComputationHost:
 
     def _on_ctl(self, msg: tuple) -> None:
         kind = msg[0]
-        if kind == 'done' and len(msg) == 7:
+        if kind == 'batch' and len(msg) == 2 and isinstance(msg[1], tuple):
+            for inner in msg[1]:
+                if not isinstance(inner, tuple) or not inner or inner[0] == 'batch':
+                    raise ProtocolError('malformed batch')
+                self._on_ctl(inner)
+        elif kind == 'done' and len(msg) == 7:
             _, uid, attempt, wait_status, cpu_time, result, released = msg
             entry = self._runs.get(uid)
             if entry is not None and entry[0] == attempt:

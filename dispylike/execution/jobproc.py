@@ -1,0 +1,269 @@
+"""What runs inside a job process: read a job's arguments, run it, write its result.
+
+A job process is forked from the computation process (:mod:`.zygote`) and
+talks to it over two pipes (layout in :mod:`.channel`): arguments come in on
+one as LENGTH + payload, the result goes out on the other as records.  Two
+bodies share the code here:
+
+* :func:`run_job` - dispy's contract: one job, then the process exits.
+* :func:`serve_jobs` - a *warm worker* (``JobCluster(warm_workers=True)``):
+  jobs one after another until the argument pipe ends; each job's RESULT
+  record tells the computation process that it is done.
+
+Every object touched here is shared with the computation process, and each
+page written costs a copy-on-write fault, so the paths stay short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from .. import config
+from ..status import JobStatus
+from . import channel
+from .computation import JobDepends, Loaded, rebind
+from .staging import FileSink
+
+READ_SIZE = 1 << 20
+#: Below this a message is joined into one buffer: one system call each way.
+SMALL = 1 << 16
+_LENGTH_SIZE = channel.LENGTH.size
+_unpack_length = channel.LENGTH.unpack_from
+_job_wfd = -1  # this job process's result pipe (for the senders below)
+
+
+def _capture_run(loaded: Loaded, payload: bytes) -> tuple[Any, str, str, str | None, JobStatus]:
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    result: Any = None
+    exception = None
+    status = JobStatus.Finished
+    installed: list[str] = []
+    restore: dict[str, Any] | None = None
+    try:
+        args, kwargs, *extras = pickle.loads(payload)
+        if extras:
+            restore = {}
+            installed = install_job_depends(loaded, extras[0], restore)
+        if loaded.kind == 'program':
+            proc = subprocess.run([os.path.join('.', loaded.program), *args], check=False,
+                                  capture_output=True, text=True, errors='replace')
+            result = proc.returncode
+            out.write(proc.stdout)
+            err.write(proc.stderr)
+        else:
+            result = loaded.func(*args, **kwargs)
+    except BaseException:  # noqa: BLE001 - the job's own failure is its result
+        status = JobStatus.Terminated
+        exception = traceback.format_exc()
+        result = None
+    finally:
+        sys.stdout, sys.stderr = saved
+        for path in installed:  # a job's own depends go with it, whatever cleanup says
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if restore is not None:  # and so do its names (a warm worker runs more jobs)
+            _restore_names(loaded.ns.__dict__, restore)
+    return result, out.getvalue(), err.getvalue(), exception, status
+
+
+_ABSENT = object()
+
+
+def install_job_depends(loaded: Loaded, deps: JobDepends,
+                        saved: dict[str, Any] | None = None) -> list[str]:
+    """Put a job's dispy_job_depends in place: files (confined to the job directory,
+    the node's size limit applies), modules, functions and classes.  Returns the
+    files written, for removal after the job; ``saved`` gets the names' former
+    values (``_ABSENT`` for new ones) so they can be put back."""
+    ns = loaded.ns.__dict__
+    saved = {} if saved is None else saved
+    limit = ns.get('_dispy_max_file_size', 0)
+    written = []
+    for relpath, data, mode in deps.files:
+        sink = FileSink(os.getcwd(), relpath, limit)
+        written.append(sink.path)
+        sink.write(0, data)
+        sink.finish(mode)
+    for name in deps.modules:
+        top = name.split('.')[0]
+        saved.setdefault(top, ns.get(top, _ABSENT))
+        ns[top] = importlib.import_module(top)
+        importlib.import_module(name)
+    for name, obj in deps.namespace.items():
+        saved.setdefault(name, ns.get(name, _ABSENT))
+        ns[name] = rebind(obj, ns)
+    return written
+
+
+def _restore_names(ns: dict, saved: dict[str, Any]) -> None:
+    for name, value in saved.items():
+        if value is _ABSENT:
+            ns.pop(name, None)
+        else:
+            ns[name] = value
+
+
+def _serialize_reply(result: Any, stdout: str, stderr: str, exception: str | None,
+                     status: JobStatus) -> tuple[JobStatus, bytes]:
+    reply = (result, stdout, stderr, exception)
+    try:
+        return status, pickle.dumps(reply, protocol=5)
+    except Exception:  # noqa: BLE001 - plain pickle failed: try by value below
+        pass
+    try:
+        return status, cloudpickle.dumps(reply, protocol=5)
+    except Exception as exc:  # noqa: BLE001 - any failure means: unpicklable result
+        msg = (f'the result could not be serialised ({type(exc).__name__}: {exc}); '
+               'return picklable data (or save it to a file)')
+        return JobStatus.Terminated, pickle.dumps((None, stdout, stderr, msg), protocol=5)
+
+
+def write_all(fd: int, buf: bytes | memoryview) -> None:
+    view = memoryview(buf)
+    while view:
+        view = view[os.write(fd, view):]  # a pipe may take a large write in parts
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    parts = []
+    while size > 0:
+        data = os.read(fd, min(size, READ_SIZE))
+        if not data:
+            return None
+        parts.append(data)
+        size -= len(data)
+    return b''.join(parts)
+
+
+def _read_job(fd: int) -> bytes | None:
+    """One job's arguments (None at end of file or if cut short).  The computation
+    process writes a small job with one write, so it usually takes one read."""
+    data = os.read(fd, SMALL)
+    if len(data) < _LENGTH_SIZE:
+        if not data:
+            return None
+        rest = _read_exactly(fd, _LENGTH_SIZE - len(data))
+        if rest is None:
+            return None
+        data += rest
+    (size,) = _unpack_length(data)
+    have = len(data) - _LENGTH_SIZE
+    if have == size:
+        return data[_LENGTH_SIZE:]
+    if have > size:
+        return None  # more than one job at once: not what the computation process does
+    rest = _read_exactly(fd, size - have)
+    return None if rest is None else data[_LENGTH_SIZE:] + rest
+
+
+def _run_one(loaded: Loaded, payload: bytes, wfd: int) -> None:
+    start = time.time()
+    result, out, err, exc, status = _capture_run(loaded, payload)
+    status, body = _serialize_reply(result, out, err, exc, status)
+    head = channel.RESULT_HEADER.pack(int(status), start, time.time(), len(body))
+    record = channel.RECORD.pack(channel.RESULT, len(head) + len(body))
+    if len(body) < SMALL:
+        write_all(wfd, record + head + body)  # one write for the usual small result
+    else:
+        write_all(wfd, record + head)
+        write_all(wfd, body)
+
+
+def run_job(loaded: Loaded | None, afd: int, wfd: int) -> int:
+    """Body of a fork-per-job process: wait for its arguments on ``afd``, run, write
+    the result to ``wfd``.  Returns the exit code."""
+    global _job_wfd
+    payload = _read_job(afd)
+    os.close(afd)
+    if payload is None or loaded is None:
+        return 71  # a spare that was never used, or a node that never loaded
+    _job_wfd = wfd  # for dispy_provisional_result and dispy_send_file
+    _run_one(loaded, payload, wfd)
+    os.close(wfd)
+    return 0
+
+
+def serve_jobs(loaded: Loaded | None, afd: int, wfd: int) -> int:
+    """Body of a warm worker: run jobs from ``afd`` one after another, each result a
+    RESULT record on ``wfd``, until ``afd`` ends.  A job's changes to globals stay
+    for the next (as in any process pool); its working directory, its own depends
+    and its stdout/stderr capture do not.  Returns the exit code."""
+    global _job_wfd
+    if loaded is None:
+        return 71
+    _job_wfd = wfd
+    home = os.getcwd()
+    while True:
+        payload = _read_job(afd)
+        if payload is None:
+            return 0
+        _run_one(loaded, payload, wfd)
+        if os.getcwd() != home:
+            os.chdir(home)
+
+
+def file_sender(ns: dict):
+    """``dispy_send_file`` for jobs (writing to their result pipe)."""
+    def dispy_send_file(path: str, relay: bool = False,
+                        timeout: float = config.MsgTimeout) -> int:
+        """Send the file at ``path`` (inside the job's directory) to the client, which
+        saves it at the same relative path under its working directory.  0 if sent;
+        -1 (with the reason on stderr) for a path outside the job's directory, a file
+        over the node's --max_file_size, or a file that cannot be read."""
+        base = os.path.realpath(ns.get('dispy_job_path', os.getcwd()))
+        real = os.path.realpath(path)
+        limit = ns.get('_dispy_max_file_size', 0)
+        try:
+            if os.path.commonpath([base, real]) != base or real == base:
+                raise ValueError(f'{path!r} is outside the job directory {base}')
+            if limit and os.path.getsize(real) > limit:
+                raise ValueError(f'{path!r} is larger than the limit of {limit} bytes')
+            with open(real, 'rb') as f:
+                data = f.read()
+        except (OSError, ValueError) as exc:
+            print(f'dispy_send_file: refused: {exc}', file=sys.stderr)
+            return -1
+        if _job_wfd < 0:
+            return -1  # not in a job
+        name = os.path.relpath(real, base).replace(os.sep, '/').encode('utf-8')
+        head = channel.FILE_NAME.pack(len(name)) + name
+        write_all(_job_wfd, channel.RECORD.pack(channel.FILE, len(head) + len(data)))
+        write_all(_job_wfd, head)
+        write_all(_job_wfd, data)
+        return 0
+    return dispy_send_file
+
+
+def provisional_sender():
+    """``dispy_provisional_result`` for jobs (writing to their result pipe)."""
+    def dispy_provisional_result(result: Any, relay: bool = False,
+                                 timeout: float = config.MsgTimeout) -> int:
+        """Send ``result`` to the client now; the job goes on.  0 if sent, -1 if the
+        result cannot be serialised.  (``relay`` and ``timeout`` are dispy's; the
+        result is handed to the node at once.)"""
+        if _job_wfd < 0:
+            return -1  # not in a job
+        try:
+            body = pickle.dumps(result, protocol=5)
+        except Exception:  # noqa: BLE001 - fall back to by-value pickling
+            try:
+                body = cloudpickle.dumps(result, protocol=5)
+            except Exception:  # noqa: BLE001 - unpicklable: tell the caller
+                return -1
+        write_all(_job_wfd, channel.RECORD.pack(channel.PROVISIONAL, len(body)))
+        write_all(_job_wfd, body)
+        return 0
+    return dispy_provisional_result

@@ -1,0 +1,148 @@
+"""Job processes as the computation process sees them: forking them, their pipes,
+the records they write back.
+
+Each job process has an argument pipe (the computation process writes, the job
+reads) and a result pipe (the other way round); :class:`JobProcess` holds the
+computation process's ends and what has arrived so far.  :func:`spawn` forks
+a burst of them; the child side runs :mod:`.jobproc`.
+"""
+
+from __future__ import annotations
+
+import _signal
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import channel
+from .forking import LeanForks
+from .processes import set_parent_death_signal
+
+_SIGKILL, _SIGCHLD, _SIGINT, _SIGTERM = (int(signal.SIGKILL), int(signal.SIGCHLD),
+                                         int(signal.SIGINT), int(signal.SIGTERM))
+_SIG_DFL = int(signal.SIG_DFL)
+
+
+@dataclass(eq=False, slots=True)
+class JobProcess:
+    """One job process: a fork-per-job child, or a warm worker that runs job after job."""
+    pid: int
+    rfd: int                       # read end of the result pipe (-1 once closed)
+    afd: int                       # write end of the argument pipe (-1 once closed)
+    warm: bool = False
+    uid: int = -1                  # the job it runs (-1: none)
+    attempt: int = -1
+    output: bytearray = field(default_factory=bytearray)   # records not yet complete
+    final: bytes = b''             # the RESULT record's body (fork per job)
+    eof: bool = False
+    wait_status: int | None = None
+    cpu_time: float = 0.0
+    reported: bool = False         # its (only) job was reported (fork per job)
+    retiring: bool = False         # a warm worker that runs no more jobs (cancelled)
+
+    @property
+    def usable(self) -> bool:
+        """A warm worker that may take another job."""
+        return self.warm and not self.retiring and not self.eof and self.wait_status is None
+
+
+#: What a record of a job means to the computation process: (kind, body) -> None.
+RecordSink = Callable[[JobProcess, int, bytes], None]
+
+
+def take_records(proc: JobProcess, sink: RecordSink) -> None:
+    """Hand every complete record that arrived from ``proc`` to ``sink``."""
+    buf = proc.output
+    size = channel.RECORD.size
+    pos = 0
+    while len(buf) - pos >= size:
+        kind, length = channel.RECORD.unpack_from(buf, pos)
+        end = pos + size + length
+        if len(buf) < end:
+            break
+        body = bytes(buf[pos + size:end])
+        pos = end
+        sink(proc, kind, body)
+    if pos:
+        del buf[:pos]
+
+
+def spawn(count: int, warm: bool, body: Callable[[int, int, bool], int],
+          close_in_child: Callable[[], None]) -> tuple[list[JobProcess], OSError | None]:
+    """Fork up to ``count`` job processes; returns them and the error that stopped the
+    burst short (if any).  In the child, ``close_in_child`` closes the computation
+    process's own descriptors, then ``body(afd, wfd, warm)`` runs and its return
+    value is the exit code.
+
+    Between two forks this process runs as little Python as possible: every fork
+    write-protects its pages and each page written afterwards costs a copy-on-write
+    fault, so the pipes are made before the burst and the bookkeeping after it."""
+    pipes: list[tuple[int, int, int, int]] = []   # (rfd, wfd, afd_r, afd_w)
+    error: OSError | None = None
+    try:
+        for _ in range(count):
+            pipes.append(os.pipe() + os.pipe())
+    except OSError as exc:
+        error = exc
+    pids: list[int] = []
+    with LeanForks() as forks:
+        for index in range(len(pipes)):
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                error = exc
+                break
+            if pid == 0:
+                forks.restore()
+                _child_main(pipes, index, warm, body, close_in_child)
+            pids.append(pid)
+    spawned = []
+    for index, (rfd, wfd, afd_r, afd_w) in enumerate(pipes):
+        os.close(wfd)
+        os.close(afd_r)
+        if index >= len(pids):  # its fork failed
+            os.close(rfd)
+            os.close(afd_w)
+            continue
+        pid = pids[index]
+        try:
+            os.setpgid(pid, pid)  # also done in the child; whoever runs first wins
+        except OSError:
+            pass
+        os.set_blocking(rfd, False)
+        spawned.append(JobProcess(pid, rfd, afd_w, warm))
+    return spawned, error
+
+
+def _child_main(pipes: list[tuple[int, int, int, int]], index: int, warm: bool,
+                body: Callable[[int, int, bool], int],
+                close_in_child: Callable[[], None]) -> None:
+    """A forked job process; never returns."""
+    code = 70
+    try:
+        rfd, wfd, afd_r, afd_w = pipes[index]
+        os.close(rfd)
+        os.close(afd_w)
+        for other, fds in enumerate(pipes):  # the other job processes' pipes
+            if other != index:
+                for fd in fds:
+                    os.close(fd)
+        _child_signals()
+        close_in_child()
+        code = body(afd_r, wfd, warm)
+    finally:
+        os._exit(code)
+
+
+def _child_signals() -> None:
+    # Every object this touches is shared with the computation process, and each
+    # page written costs a copy-on-write fault: so the C functions of _signal
+    # (signal.signal wraps them in enum conversions that touch ~60 pages) and
+    # plain ints.
+    os.setpgid(0, 0)
+    set_parent_death_signal(_SIGKILL)
+    _signal.set_wakeup_fd(-1)
+    _signal.signal(_SIGCHLD, _SIG_DFL)
+    _signal.signal(_SIGINT, _signal.default_int_handler)
+    _signal.signal(_SIGTERM, _SIG_DFL)

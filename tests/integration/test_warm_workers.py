@@ -1,0 +1,273 @@
+"""Warm workers (``JobCluster(warm_workers=True)``): job processes run job after job;
+cancel and crashes kill one worker, fail only its job, and a fresh worker follows."""
+
+import asyncio
+import os
+import pickle
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+import dispylike
+from dispylike import DispyJob
+from dispylike.execution.computation import package
+from dispylike.execution.host import ComputationHost
+from dispylike.node.options import NodeOptions
+from dispylike.status import JobStatus
+from dispylike.testing import InProcessNode
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def warm_cluster(node, compute, **kw):
+    return dispylike.JobCluster(compute, nodes=[(node.host, node.port)], warm_workers=True, **kw)
+
+
+def pid_of(n, wait=0.0):
+    import os
+    import time
+    time.sleep(wait)
+    return n, os.getpid(), os.getppid()
+
+
+def alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pid, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def test_jobs_run_in_reused_processes_of_their_own(node):
+    with warm_cluster(node, pid_of) as c:
+        jobs = [c.submit(n) for n in range(300)]
+        results = [j() for j in jobs]
+    assert [r[0] for r in results] == list(range(300))
+    pids = {r[1] for r in results}
+    assert len(pids) <= 2 < 300                              # two CPUs: two workers
+    assert node.proc.pid not in pids                         # never in the node itself
+    assert len({r[2] for r in results}) == 1                 # all forked from one zygote
+    assert node.proc.pid not in {r[2] for r in results}      # ... which is not the node
+
+
+def test_fork_per_job_is_still_the_default(node):
+    with dispylike.JobCluster(pid_of, nodes=[node.address]) as c:
+        pids = {j()[1] for j in [c.submit(n) for n in range(20)]}
+    assert len(pids) == 20
+
+
+def sleeper(t, handle=False):
+    import os
+    import time
+    try:
+        time.sleep(t)
+    except KeyboardInterrupt:
+        if handle:
+            print('interrupted in', os.getpid())
+            return 'saved'
+        raise
+    return os.getpid()
+
+
+def _wait_running(job, timeout=10):
+    deadline = time.time() + timeout
+    while job.status != DispyJob.Running and time.time() < deadline:
+        time.sleep(0.02)
+    assert job.status == DispyJob.Running
+
+
+def test_cancel_interrupts_kills_the_worker_and_a_fresh_one_follows(node1):
+    with warm_cluster(node1, sleeper) as c:
+        first = c.submit(0)
+        worker = first()
+        job = c.submit(60, handle=True)
+        _wait_running(job)
+        time.sleep(0.5)
+        c.cancel(job)
+        assert job.wait(10)
+        assert job.status == DispyJob.Cancelled and job.result == 'saved'
+        assert f'interrupted in {worker}' in job.stdout      # it ran in the warm worker
+        assert wait_gone(worker)                              # which was killed after it
+        after = c.submit(0)()
+        assert after != worker and after == c.submit(0)()     # a fresh worker, reused
+
+
+def stubborn(_):
+    import os
+    import signal
+    import subprocess
+    import time
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child = subprocess.Popen(['sleep', '120'])                # in the worker's group
+    print(os.getpid(), child.pid, flush=True)
+    with open('pids', 'w') as f:
+        f.write(f'{os.getpid()} {child.pid}')
+    time.sleep(120)
+
+
+def test_cancel_escalates_to_killing_the_workers_process_group():
+    with InProcessNode(NodeOptions(cpus=1, cancel_grace=0.5)) as node:
+        with warm_cluster(node, stubborn) as c:
+            job = c.submit(0)
+            _wait_running(job)
+            pids_file = None
+            deadline = time.time() + 10
+            while pids_file is None and time.time() < deadline:
+                for root, _dirs, files in os.walk(node.prefix):
+                    if 'pids' in files and os.path.getsize(os.path.join(root, 'pids')):
+                        pids_file = os.path.join(root, 'pids')
+                time.sleep(0.05)
+            with open(pids_file) as f:
+                worker, child = (int(x) for x in f.read().split())
+            c.cancel(job)
+            assert job.wait(15)
+            assert job.status == DispyJob.Cancelled
+            assert 'SIGTERM' in job.exception or 'SIGKILL' in job.exception
+            assert wait_gone(worker) and wait_gone(child)
+            c.close(timeout=1, terminate=True)
+
+
+def crash(kind):
+    import ctypes
+    import os
+    if kind == 'exit':
+        os._exit(3)
+    if kind == 'segv':
+        ctypes.string_at(0)
+    if kind == 'unpicklable':
+        import threading
+        return threading.Lock()
+    return os.getpid()
+
+
+@pytest.mark.parametrize('kind, words', [('exit', 'exit status 3'), ('segv', 'SIGSEGV'),
+                                         ('unpicklable', 'could not be serialised')])
+def test_a_crash_fails_only_its_own_job(node1, kind, words):
+    with warm_cluster(node1, crash) as c:
+        before = c.submit('ok')()
+        jobs = [c.submit('ok'), c.submit(kind), c.submit('ok'), c.submit('ok')]
+        results = [j() for j in jobs]
+        bad = jobs[1]
+        assert bad.status == DispyJob.Terminated and words in bad.exception
+        assert all(j.status == DispyJob.Finished for j in jobs if j is not bad)
+        assert results[0] == before
+        if kind == 'unpicklable':            # the worker survives a job's bad result
+            assert results[2] == results[3] == before
+        else:                                # a fresh worker took the crashed one's place
+            assert results[2] == results[3] != before
+            assert wait_gone(before)
+
+
+def chatty(n, steps):
+    import os
+    import sys
+    import time
+    print('out', n)
+    print('err', n, file=sys.stderr)
+    for i in range(steps):
+        dispy_provisional_result((n, i))  # noqa: F821
+        time.sleep(0.05)   # the callback reads the job later: let it see this result
+    name = f'file-{n}.txt'
+    with open(name, 'w') as f:
+        f.write(f'from job {n}')
+    assert dispy_send_file(name) == 0  # noqa: F821
+    os.chdir('/')          # must not leak into the next job
+    return n, os.getpid()
+
+
+def test_capture_provisional_results_and_files_per_job(node1, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    with warm_cluster(node1, chatty, job_status=lambda j: seen.append((j.id, j.status,
+                                                                        j.result))) as c:
+        jobs = [c.submit(n, 2) for n in range(3)]
+        results = [j() for j in jobs]
+        # files are saved and callbacks run off the I/O loop: wait for them before close
+        # (close does not wait for files still being saved; fork per job alike)
+        deadline = time.time() + 10
+        while time.time() < deadline and (len(seen) < 9 or not all(
+                (tmp_path / f'file-{n}.txt').exists() for n in range(3))):
+            time.sleep(0.05)
+    assert len({pid for _, pid in results}) == 1               # one worker ran all three
+    for n, job in enumerate(jobs):
+        assert job.stdout == f'out {n}\n' and job.stderr == f'err {n}\n'
+        assert (tmp_path / f'file-{n}.txt').read_text() == f'from job {n}'
+    for n, job in enumerate(jobs):
+        mine = [(status, result) for jid, status, result in seen if jid == job.id]
+        assert mine == [(DispyJob.ProvisionalResult, (n, 0)), (DispyJob.ProvisionalResult, (n, 1)),
+                        (DispyJob.Finished, (n, results[n][1]))]
+
+
+def helper_for_one_job(x):
+    return x * 100
+
+
+def uses_helper(name):
+    import os
+    helper = globals().get('helper_for_one_job')   # by name: not captured with this function
+    return helper and helper(1), os.path.exists(name), os.getpid()
+
+
+def test_job_depends_go_with_their_job(node1, tmp_path):
+    data = tmp_path / 'job-input.txt'
+    data.write_text('input')
+    with warm_cluster(node1, uses_helper) as c:
+        with_deps = c.submit('job-input.txt', dispy_job_depends=[str(data), helper_for_one_job])
+        assert with_deps()[:2] == (100, True)
+        without = c.submit('job-input.txt')
+        assert without()[:2] == (None, False)
+        assert with_deps()[2] == without()[2]                 # the same worker
+
+
+def count_calls():
+    global calls
+    calls = globals().get('calls', 0) + 1
+    return calls
+
+
+def test_globals_a_job_changes_stay_for_the_next_job_of_that_worker(node1):
+    with warm_cluster(node1, count_calls) as c:
+        assert [c.submit()() for _ in range(3)] == [1, 2, 3]
+
+
+def test_warm_workers_in_the_computation_process(tmp_path):
+    """The zygote's own view: a worker per lent CPU, reused; one crash, one fresh worker."""
+    def args(*a):
+        return cloudpickle.dumps((a, {}), protocol=5)
+
+    async def main():
+        host = ComputationHost('c', 'crash', str(tmp_path))
+        await host.start(package(crash, warm_workers=True).code, {}, spares=1)
+        try:
+            first = await host.run(1, 1, args('ok'))
+            crashed = await host.run(2, 1, args('exit'))
+            waiting = [host.run(n, 1, args('ok'), lend=n == 3) for n in (3, 4, 5)]
+            rest = await asyncio.gather(*waiting)
+        finally:
+            await host.close(run_cleanup=False)
+        assert crashed.status is JobStatus.Terminated
+        assert 'exit status 3' in pickle.loads(crashed.payload)[3]
+        pids = [pickle.loads(o.payload)[0] for o in [first, *rest]]
+        assert pids[1] == pids[2] == pids[3] != pids[0]
+        assert host.lent == 0
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_worker_that_died_idle_is_replaced_and_no_job_is_lost(node1):
+    import signal
+    with warm_cluster(node1, crash) as c:
+        worker = c.submit('ok')()
+        os.kill(worker, signal.SIGKILL)     # a descendant of the node this test started
+        jobs = [c.submit('ok') for _ in range(5)]
+        results = {j() for j in jobs}
+        assert all(j.status == DispyJob.Finished for j in jobs)
+        assert worker not in results and len(results) == 1
