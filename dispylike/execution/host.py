@@ -24,12 +24,14 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ..errors import ComputationError, ProtocolError
-from ..protocol.frames import FrameDecoder
+from ..protocol.frames import FrameDecoder, Message
 from ..protocol.messages import safe_loads
 from ..status import JobStatus
+from ..transport.stream import FrameStream
 from . import channel
 from .processes import PACKAGE_ROOT, describe_wait_status
 
@@ -98,8 +100,7 @@ class ComputationHost:
         self.name = name
         self.dest_path = dest_path
         self._proc: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task | None = None
+        self._stream: FrameStream | None = None
         self._runs: dict[int, tuple[int, asyncio.Future]] = {}   # uid -> (attempt, future)
         self._ready: asyncio.Future | None = None
         self._closed_fut: asyncio.Future | None = None
@@ -149,11 +150,14 @@ class ComputationHost:
                 pass_fds=(child.fileno(),), cwd=self.dest_path, stdin=asyncio.subprocess.DEVNULL)
         finally:
             child.close()
-        reader, self._writer = await asyncio.open_unix_connection(sock=parent,
-                                                                  limit=channel.READ_LIMIT)
         self._ready = loop.create_future()
         self._closed_fut = loop.create_future()
-        self._reader_task = loop.create_task(self._read_ctl(reader))
+        decoder = FrameDecoder(message_cap=channel.INTERNAL_MESSAGE_CAP)
+        stream = FrameStream(decoder)
+        stream.on_message = partial(self._on_message, stream)
+        stream.on_lost = partial(self._on_lost, stream)
+        self._stream = stream
+        await loop.create_unix_connection(lambda: stream, sock=parent)
         self._send('load', code, self.dest_path, node_globals, setup_args, spares, run_setup,
                    handed)
         try:
@@ -190,10 +194,8 @@ class ComputationHost:
                 self._proc.kill()
                 await self._proc.wait()
         self._fail_all('the computation was closed on the node')
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
+        if self._stream is not None and self._stream.transport is not None:
+            self._stream.transport.close()
         return error or ''
 
     # --- jobs -------------------------------------------------------------------
@@ -240,7 +242,7 @@ class ComputationHost:
     def _send(self, *fields) -> None:
         """Queue a message for the process; the messages of one turn of the event loop
         go out together as one ('batch', ...) message."""
-        if self._writer is None or self._writer.is_closing():
+        if self._gone():
             raise ConnectionError('computation process is gone')
         self._outbox.append(fields)
         if len(self._outbox) == 1:
@@ -248,31 +250,38 @@ class ComputationHost:
 
     def _flush(self) -> None:
         msgs, self._outbox = self._outbox, []
-        if not msgs or self._writer is None or self._writer.is_closing():
+        if not msgs or self._gone():
             return
-        self._writer.writelines(channel.pack(*(msgs[0] if len(msgs) == 1
+        self._stream.writelines(channel.pack(*(msgs[0] if len(msgs) == 1
                                                else ('batch', tuple(msgs)))))
 
-    async def _read_ctl(self, reader: asyncio.StreamReader) -> None:
-        decoder = FrameDecoder(message_cap=channel.INTERNAL_MESSAGE_CAP)
+    def _gone(self) -> bool:
+        return (self._stream is None or self._stream.transport is None
+                or self._stream.transport.is_closing())
+
+    def _on_message(self, stream: FrameStream, msg: Message) -> None:
+        if stream is not self._stream:
+            return   # from a process replaced after setup handed its globals over
         try:
-            while True:
-                data = await reader.read(channel.READ_LIMIT)
-                if not data:
-                    break
-                for msg in decoder.feed(data):
-                    self._on_ctl(channel.unpack(msg))
-        except (ProtocolError, ConnectionError) as exc:
+            self._on_ctl(channel.unpack(msg))
+        except ProtocolError as exc:
             log.error('computation %s: bad message from its process: %s', self.name, exc)
-        finally:
-            self.broken = self.broken or 'the computation process exited'
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_result(('error', 'the computation process exited during setup'))
-            if self._closed_fut is not None and not self._closed_fut.done():
-                self._closed_fut.set_result('')
-            self._fail_all('the computation process died')
-            if not self._closing and self._on_broken is not None:
-                self._on_broken(self.broken)
+            stream.transport.abort()
+
+    def _on_lost(self, stream: FrameStream, exc: BaseException | None) -> None:
+        """The channel to the process ended (it exited, or sent garbage)."""
+        if stream is not self._stream:
+            return
+        if exc is not None and not isinstance(exc, (EOFError, ConnectionError)):
+            log.error('computation %s: bad message from its process: %s', self.name, exc)
+        self.broken = self.broken or 'the computation process exited'
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(('error', 'the computation process exited during setup'))
+        if self._closed_fut is not None and not self._closed_fut.done():
+            self._closed_fut.set_result('')
+        self._fail_all('the computation process died')
+        if not self._closing and self._on_broken is not None:
+            self._on_broken(self.broken)
 
     def _on_ctl(self, msg: tuple) -> None:
         kind = msg[0]

@@ -16,6 +16,7 @@ peer's version so that an old peer can be told why it is refused.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ HANDSHAKE_CAP = 1024
 
 #: Types below this value are handshake types, stable across versions.
 FIRST_APP_TYPE = 16
+#: The decoder's reusable receive buffer, and the frame size above which a frame's
+#: payload is received into a buffer of its own instead.
+SCRATCH_SIZE = 256 * 1024
+BIG_FRAME = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +104,14 @@ def parse_header(buf: bytes | bytearray, frame_cap: int,
 
 
 class FrameDecoder:
-    """Incremental decoder: :meth:`feed` bytes, iterate complete :class:`Message` objects.
+    """Incremental decoder: bytes in, complete :class:`Message` objects out.
+
+    Two ways to feed it: :meth:`feed` (bytes in, messages out), or, to receive
+    straight into its buffers with ``recv_into``, :meth:`get_buffer` /
+    :meth:`buffer_updated` followed by :meth:`messages`.  Small frames collect in
+    one reusable buffer; a frame larger than ``BIG_FRAME`` gets a buffer of its
+    own, which the rest of its payload is received into directly (no copy).  A
+    large payload may therefore come out as a ``bytearray``.
 
     After a :class:`ProtocolError` the decoder is poisoned (the stream position is
     lost) and every later call raises the same error: close the connection.
@@ -110,7 +122,14 @@ class FrameDecoder:
         self.frame_cap = frame_cap
         self.message_cap = message_cap
         self.peer_version: int | None = None
-        self._buf = bytearray()
+        self._scratch = bytearray(SCRATCH_SIZE)
+        self._view = memoryview(self._scratch)
+        self._lo = 0                      # unparsed bytes are _scratch[_lo:_hi]
+        self._hi = 0
+        self._big: bytearray | None = None    # the payload of a large frame being received
+        self._big_header = b''
+        self._big_fields = (0, 0, 0)          # its version, type, flags
+        self._big_fill = 0
         self._parts: list[bytes] = []
         self._parts_size = 0
         self._parts_type: int | None = None
@@ -127,41 +146,96 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes held but not yet returned as messages."""
-        return len(self._buf) + self._parts_size
+        return self._hi - self._lo + self._big_fill + self._parts_size
+
+    def get_buffer(self) -> memoryview:
+        """Where the next received bytes go; empty only if nothing fits until
+        :meth:`messages` has taken what is buffered (stop reading till then)."""
+        if self._big is not None:
+            if self._big_fill < len(self._big):
+                return memoryview(self._big)[self._big_fill:]
+            return self._view[0:0]    # complete: messages() takes it first
+        if self._hi == len(self._scratch) and self._lo:
+            size = self._hi - self._lo
+            self._scratch[:size] = self._view[self._lo:self._hi]
+            self._lo, self._hi = 0, size
+        return self._view[self._hi:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were written at the start of the last :meth:`get_buffer`."""
+        if self._big is not None:
+            self._big_fill += nbytes
+        else:
+            self._hi += nbytes
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         """Add received bytes; return the messages they complete (possibly none)."""
         if self._error is not None:
             raise self._error
-        self._buf += data
+        view = memoryview(data).cast('B')
+        out: list[Message] = []
+        while True:
+            room = self.get_buffer()
+            size = min(len(room), len(view))
+            room[:size] = view[:size]
+            self.buffer_updated(size)
+            view = view[size:]
+            out += self.messages()
+            if not view:
+                return out
+
+    def messages(self, limit: int | None = None) -> list[Message]:
+        """The messages completed by what was received so far (at most ``limit``:
+        the rest stay unparsed, e.g. until a handshake has raised the caps)."""
+        if self._error is not None:
+            raise self._error
         try:
-            return list(self._drain())
+            return list(itertools.islice(self._drain(), limit))
         except (ProtocolError, AuthenticationError) as exc:
             self._error = exc
-            self._buf.clear()
+            self._lo = self._hi = 0
+            self._big = None
             self._parts.clear()
             raise
 
     def _drain(self) -> Iterator[Message]:
-        buf = self._buf
-        pos = 0
-        try:
-            while len(buf) - pos >= HEADER_SIZE:
-                version, msg_type, flags, length = parse_header(buf, self.frame_cap, pos)
-                if len(buf) - pos - HEADER_SIZE < length:
-                    break
-                self.peer_version = version
-                start = pos + HEADER_SIZE
-                payload = bytes(buf[start:start + length])
-                if self.opener is not None:
-                    payload = self.opener(bytes(buf[pos:start]), payload)
-                pos = start + length
-                msg = self._assemble(msg_type, flags, payload)
-                if msg is not None:
-                    yield msg
-        finally:
-            if pos:
-                del buf[:pos]
+        if self._big is not None:
+            if self._big_fill < len(self._big):
+                return
+            payload, header, fields = self._big, self._big_header, self._big_fields
+            self._big, self._big_header, self._big_fill = None, b'', 0
+            msg = self._frame(header, payload, *fields)
+            if msg is not None:
+                yield msg
+        view = self._view
+        while self._hi - self._lo >= HEADER_SIZE:
+            pos = self._lo
+            version, msg_type, flags, length = parse_header(self._scratch, self.frame_cap, pos)
+            start = pos + HEADER_SIZE
+            have = self._hi - start
+            if have < length:
+                if length > BIG_FRAME:  # the rest goes straight into its own buffer
+                    big = bytearray(length)
+                    big[:have] = view[start:self._hi]
+                    self._big, self._big_header = big, view[pos:start].tobytes()
+                    self._big_fields = (version, msg_type, flags)
+                    self._big_fill = have
+                    self._lo = self._hi = 0
+                break
+            self._lo = start + length
+            msg = self._frame(view[pos:start].tobytes(), view[start:start + length].tobytes(),
+                              version, msg_type, flags)
+            if msg is not None:
+                yield msg
+        if self._lo == self._hi:
+            self._lo = self._hi = 0
+
+    def _frame(self, header: bytes, payload: bytes | bytearray, version: int, msg_type: int,
+               flags: int) -> Message | None:
+        self.peer_version = version
+        if self.opener is not None:
+            payload = self.opener(header, payload)
+        return self._assemble(msg_type, flags, payload)
 
     def _assemble(self, msg_type: int, flags: int, payload: bytes) -> Message | None:
         if self._parts_type is not None and msg_type != self._parts_type:

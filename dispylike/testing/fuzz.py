@@ -231,7 +231,7 @@ async def _authed(ep: Endpoint, source: str | None, secret: str, kind: str,
     try:
         if kind == 'unsealed':      # well-framed but not sealed: as if altered on the way
             for msg_type, body in frames:
-                conn.writer.writelines(encode(msg_type, body))
+                conn.stream.writelines(encode(msg_type, body))
         else:
             for msg_type, body in frames:
                 conn.send_raw(encode(msg_type, body))

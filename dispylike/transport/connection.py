@@ -1,4 +1,4 @@
-"""An authenticated, framed, message-level connection over asyncio streams.
+"""An authenticated, framed, message-level connection over asyncio transports.
 
 ``connect()`` dials and runs the client handshake; ``Server`` accepts and runs
 the server handshake.  Until the handshake succeeds only small handshake
@@ -13,7 +13,6 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ from ..protocol.frames import (
     DEFAULT_FRAME_CAP,
     DEFAULT_MESSAGE_CAP,
     HANDSHAKE_CAP,
+    HEADER_SIZE,
     FrameDecoder,
     Message,
     encode,
@@ -36,10 +36,10 @@ from ..protocol.frames import (
 from ..protocol.messages import decode_message, encode_message
 from ..security import audit
 from ..security.aead import TAG_SIZE, FrameCipher
+from .stream import FrameStream
 
 log = logging.getLogger('dispylike.transport')
 
-READ_CHUNK = 1 << 18
 _NOT_TLS_REASONS = ('WRONG_VERSION_NUMBER', 'RECORD_LAYER_FAILURE', 'UNEXPECTED_EOF_WHILE_READING',
                     'HTTP_REQUEST', 'PACKET_LENGTH_TOO_LONG')
 #: Accepted connections that have not finished the handshake, at most (more are closed
@@ -78,36 +78,37 @@ class Connection:
     ``tx``/``rx`` count message bytes, for statistics.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 peer: str, decoder: FrameDecoder) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, stream: FrameStream, peer: str) -> None:
+        self.stream = stream
         self.peer = peer
-        self.decoder = decoder
+        self.decoder = stream.decoder
         self.session_key: bytes | None = None
         self.cipher: FrameCipher | None = None   # without TLS: sealed frames
         self.role: hs.Role | None = None
         self.tx = 0
         self.rx = 0
-        self._pending: deque[Message] = deque()
         self._closed = False
-        _keep_alive(writer.get_extra_info('socket'))
+        _keep_alive(stream.transport.get_extra_info('socket'))
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        return self.stream.transport
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     async def recv_frame(self) -> Message:
-        while not self._pending:
-            try:
-                data = await self.reader.read(READ_CHUNK)
-            except Exception as exc:
-                raise translate_os_error(exc, self.peer) from exc
-            if not data:
-                raise ConnectionClosed(f'{self.peer} closed the connection')
-            self.rx += len(data)
-            self._pending.extend(self.decoder.feed(data))
-        return self._pending.popleft()
+        try:
+            msg = await self.stream.recv()
+        except EOFError:
+            raise ConnectionClosed(f'{self.peer} closed the connection') from None
+        except (ProtocolError, AuthenticationError):
+            raise
+        except Exception as exc:
+            raise translate_os_error(exc, self.peer) from exc
+        self.rx += len(msg.payload) + HEADER_SIZE
+        return msg
 
     async def recv(self) -> Any:
         """The next application message (a validated dataclass)."""
@@ -119,7 +120,7 @@ class Connection:
         if self.cipher is not None:
             buffers = self.cipher.seal_frames(buffers)
         self.tx += sum(len(b) for b in buffers)
-        self.writer.writelines(buffers)
+        self.stream.writelines(buffers)
 
     def send(self, msg: Any) -> None:
         msg_type, body = encode_message(msg)
@@ -128,11 +129,11 @@ class Connection:
     @property
     def unsent(self) -> int:
         """Bytes given to ``send`` that the peer has not taken yet."""
-        return 0 if self._closed else self.writer.transport.get_write_buffer_size()
+        return 0 if self._closed else self.transport.get_write_buffer_size()
 
     async def drain(self) -> None:
         try:
-            await self.writer.drain()
+            await self.stream.drain()
         except Exception as exc:
             raise translate_os_error(exc, self.peer) from exc
 
@@ -140,7 +141,7 @@ class Connection:
         """Close at once, dropping unsent data (idempotent)."""
         if not self._closed:
             self._closed = True
-            self.writer.transport.abort()
+            self.transport.abort()
 
     async def close(self) -> None:
         """Flush and close (idempotent)."""
@@ -148,17 +149,17 @@ class Connection:
             return
         self._closed = True
         try:
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
+            self.transport.close()
+            await asyncio.wait_for(self.stream.wait_closed(), 5)
         except Exception:  # closing a broken connection: nothing left to report
-            self.writer.transport.abort()
+            self.transport.abort()
 
     def _authenticated(self, side: hs._Side) -> None:
         self.session_key = side.session_key
         self.role = side.role
-        if self._pending:  # the peer spoke before the handshake was over
+        if self.stream.has_pending:  # the peer spoke before the handshake was over
             raise ProtocolError('data sent before the handshake completed')
-        if self.writer.get_extra_info('ssl_object') is None:
+        if self.transport.get_extra_info('ssl_object') is None:
             self.cipher = FrameCipher(side.session_key, isinstance(side, hs.ClientHandshake))
             self.decoder.opener = self.cipher.open_frame
             self.decoder.set_caps(DEFAULT_FRAME_CAP + TAG_SIZE, DEFAULT_MESSAGE_CAP)
@@ -186,8 +187,8 @@ def _keep_alive(sock: socket.socket | None) -> None:
         pass      # not a TCP socket (tests), or an option this OS lacks
 
 
-def _peer_name(writer: asyncio.StreamWriter) -> str:
-    addr = writer.get_extra_info('peername')
+def _peer_name(transport: asyncio.BaseTransport) -> str:
+    addr = transport.get_extra_info('peername')
     if isinstance(addr, tuple) and len(addr) >= 2:
         return f'{addr[0]}:{addr[1]}'
     return str(addr)
@@ -195,8 +196,8 @@ def _peer_name(writer: asyncio.StreamWriter) -> str:
 
 async def _reject_and_close(conn: Connection, reason: str) -> None:
     try:
-        conn.writer.write(hs.reject_frame(reason))
-        await asyncio.wait_for(conn.writer.drain(), 1)
+        conn.stream.write(hs.reject_frame(reason))
+        await asyncio.wait_for(conn.stream.drain(), 1)
     except Exception:  # the peer may already be gone; the reason is logged anyway
         pass
     conn.abort()
@@ -207,14 +208,15 @@ async def connect(host: str, port: int, secret: str | bytes, *, role: hs.Role = 
                   local_addr: tuple[str, int] | None = None) -> Connection:
     """Dial ``host:port`` and authenticate both ways; raise a DispyError on failure."""
     peer = f'{host}:{port}'
+    stream = FrameStream(FrameDecoder(HANDSHAKE_CAP, HANDSHAKE_CAP))
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=ssl_context, limit=READ_CHUNK * 4,
-                                    server_hostname=host if ssl_context else None,
-                                    local_addr=local_addr), timeout)
+        await asyncio.wait_for(
+            asyncio.get_running_loop().create_connection(
+                lambda: stream, host, port, ssl=ssl_context,
+                server_hostname=host if ssl_context else None, local_addr=local_addr), timeout)
     except Exception as exc:
         raise translate_os_error(exc, peer) from exc
-    conn = Connection(reader, writer, peer, FrameDecoder(HANDSHAKE_CAP, HANDSHAKE_CAP))
+    conn = Connection(stream, peer)
     side = hs.ClientHandshake(secret, role)
     try:
         await asyncio.wait_for(_client_handshake(conn, side), timeout)
@@ -236,19 +238,11 @@ async def connect(host: str, port: int, secret: str | bytes, *, role: hs.Role = 
 
 
 async def _client_handshake(conn: Connection, side: hs.ClientHandshake) -> None:
-    conn.writer.write(side.hello())
+    conn.stream.write(side.hello())
     while not side.done:
         out = side.receive(await conn.recv_frame())
         if out:
-            conn.writer.write(out)
-
-
-class _TlsFirstProtocol(asyncio.StreamReaderProtocol):
-    """Reads nothing until TLS is started: a byte read before would be lost to TLS."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # start_tls resumes reading on the TLS transport
-        super().connection_made(transport)
+            conn.stream.write(out)
 
 
 Handler = Callable[[Connection], Awaitable[None]]
@@ -280,29 +274,32 @@ class Server:
         self._pending = 0
         self._pending_from: dict[str, int] = {}
         self.connections: set[Connection] = set()
-        self._own_tls = ssl_context is not None and hasattr(asyncio.StreamWriter, 'start_tls')
+        self._tasks: set[asyncio.Task] = set()
 
     async def listen(self, host: str, port: int) -> int:
         """Start listening; return the bound port (useful with port 0)."""
-        # TLS is started by _on_accept itself, so a failed TLS handshake is ours to log
-        # (StreamWriter.start_tls is 3.11+; before, asyncio runs TLS and logs failures
-        # only in debug mode)
+        # TLS is started by _on_accept itself (loop.start_tls), so a failed TLS handshake
+        # is ours to log (asyncio's own server-side TLS logs failures only in debug
+        # mode); nothing is read before, since a byte read before would be lost to TLS
         loop = asyncio.get_running_loop()
-        proto = _TlsFirstProtocol if self._own_tls else asyncio.StreamReaderProtocol
-        builtin_tls = self.ssl_context if not self._own_tls else None
+        tls = self.ssl_context is not None
 
-        def factory() -> asyncio.StreamReaderProtocol:
-            reader = asyncio.StreamReader(limit=READ_CHUNK * 4)
-            return proto(reader, self._on_accept)
+        def factory() -> FrameStream:
+            return FrameStream(FrameDecoder(HANDSHAKE_CAP, HANDSHAKE_CAP),
+                               on_connect=self._accepted, paused=tls)
 
-        server = await loop.create_server(factory, host, port, reuse_address=True,
-                                          ssl=builtin_tls)
+        server = await loop.create_server(factory, host, port, reuse_address=True)
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
-    def _admit(self, writer: asyncio.StreamWriter, peer: str) -> str | None:
+    def _accepted(self, stream: FrameStream) -> None:
+        task = asyncio.get_running_loop().create_task(self._on_accept(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _admit(self, transport: asyncio.BaseTransport, peer: str) -> str | None:
         """The source address if this connection may start a handshake, else None."""
-        addr = writer.get_extra_info('peername')
+        addr = transport.get_extra_info('peername')
         source = str(addr[0]) if isinstance(addr, tuple) and addr else peer
         if self._pending >= self.max_pending:
             why = 'too many connections in handshake'
@@ -316,7 +313,7 @@ class Server:
         if self.refused <= 5 or self.refused % 1000 == 0:  # a flood must not flood the log
             log.warning('%s: refusing %s: %s (%d refused so far)', self.name, peer, why,
                         self.refused)
-        writer.transport.abort()
+        transport.abort()
         return None
 
     def _release(self, source: str) -> None:
@@ -327,15 +324,15 @@ class Server:
         else:
             del self._pending_from[source]
 
-    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _peer_name(writer)
-        source = self._admit(writer, peer)
+    async def _on_accept(self, stream: FrameStream) -> None:
+        peer = _peer_name(stream.transport)
+        source = self._admit(stream.transport, peer)
         if source is None:
             return
         state = audit.peer_accepted(peer)    # this task's context: see security.audit
-        conn = Connection(reader, writer, peer, FrameDecoder(HANDSHAKE_CAP, HANDSHAKE_CAP))
+        conn = Connection(stream, peer)
         try:
-            if self._own_tls and not await self._start_tls(conn):
+            if self.ssl_context is not None and not await self._start_tls(conn):
                 return
             await asyncio.wait_for(self._handshake(conn), self.handshake_timeout)
         except (AuthenticationError, ProtocolError) as exc:
@@ -370,9 +367,12 @@ class Server:
 
     async def _start_tls(self, conn: Connection) -> bool:
         """TLS before anything else; log why it failed (and close) or return True."""
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(conn.writer.start_tls(self.ssl_context),
-                                   self.handshake_timeout)
+            transport = await asyncio.wait_for(
+                loop.start_tls(conn.transport, conn.stream, self.ssl_context, server_side=True),
+                self.handshake_timeout)
+            conn.stream.use_transport(transport)
             return True
         except asyncio.TimeoutError:
             why = f'no TLS handshake within {self.handshake_timeout}s'
@@ -389,7 +389,7 @@ class Server:
         side = hs.ServerHandshake(self.secret)
         while not side.done:
             out = side.receive(await conn.recv_frame())
-            conn.writer.write(out)
+            conn.stream.write(out)
         conn._authenticated(side)
 
     async def close(self) -> None:

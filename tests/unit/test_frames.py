@@ -128,3 +128,52 @@ def test_valid_streams_round_trip_in_any_chunking(msgs, step):
 def test_header_layout_is_stable():
     assert HEADER.size == 12
     assert encode_bytes(20, b'ab')[:12] == struct.pack('!3sBHHI', b'DLK', 1, 20, 0, 2)
+
+
+def test_large_frame_is_received_straight_into_its_own_buffer():
+    big = bytes(range(256)) * 1024                           # 256 KiB: one frame
+    data = encode_bytes(20, b'before') + encode_bytes(21, big) + encode_bytes(22, b'after')
+    dec = FrameDecoder()
+    out, pos = [], 0
+    while pos < len(data):
+        room = dec.get_buffer()
+        size = min(len(room), len(data) - pos, 50_000)
+        if size == 0:
+            out += dec.messages()
+            continue
+        room[:size] = data[pos:pos + size]
+        dec.buffer_updated(size)
+        pos += size
+        out += dec.messages()
+    out += dec.messages()
+    assert [(m.type, bytes(m.payload)) for m in out] == [(20, b'before'), (21, big),
+                                                         (22, b'after')]
+    assert dec.buffered == 0
+
+
+def test_large_frame_buffer_is_the_payload_itself():
+    big = b'z' * 200_000
+    frame = encode_bytes(21, big)
+    dec = FrameDecoder()
+    room = dec.get_buffer()
+    room[:1000] = frame[:1000]
+    dec.buffer_updated(1000)
+    assert dec.messages() == []
+    rest = dec.get_buffer()                                   # the large frame's own buffer
+    assert len(rest) == len(frame) - 1000
+    rest[:] = frame[1000:]
+    dec.buffer_updated(len(rest))
+    (msg,) = dec.messages()
+    assert msg.payload == big and rest.obj is msg.payload    # received in place, not copied
+
+
+def test_get_buffer_is_empty_only_until_a_complete_large_frame_is_taken():
+    frame = encode_bytes(21, b'q' * 100_000)
+    dec = FrameDecoder()
+    assert dec.feed(frame[:20]) == []
+    room = dec.get_buffer()
+    room[:] = frame[20:]
+    dec.buffer_updated(len(room))
+    assert len(dec.get_buffer()) == 0
+    assert [m.payload for m in dec.messages()] == [b'q' * 100_000]
+    assert len(dec.get_buffer()) > 0

@@ -1,0 +1,179 @@
+"""A framed byte stream on an asyncio transport: frames are received with
+``recv_into`` straight into the decoder's buffers (:class:`FrameDecoder`).
+
+Compared with ``StreamReader`` this saves, per read, a fresh receive buffer (one
+of 256 KiB comes from ``mmap`` and goes back with ``munmap``) and two copies of
+the data; a large frame's payload is received into a buffer of its own.
+
+Two ways to take messages:
+
+* pull: ``await recv()`` (the decoder parses only when asked, so a handshake can
+  change the decoder's caps and opener before it parses what follows);
+* push: ``on_message`` set, every message is handed to it as it completes.
+
+Writes go to the transport; :meth:`drain` waits while the transport's buffer is
+over its high-water mark.  Errors of the peer or the OS surface as the
+exceptions asyncio raises (``ConnectionResetError``, ``EOFError`` at the end of
+the stream); :mod:`.connection` translates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from ..protocol.frames import FrameDecoder, Message
+
+
+class FrameStream(asyncio.BufferedProtocol):
+    """Protocol for one connection.  ``on_connect(stream)`` runs when the transport is
+    there (servers start their per-connection work from it); ``paused``: start with
+    reading paused (TLS is started on the transport first)."""
+
+    def __init__(self, decoder: FrameDecoder,
+                 on_message: Callable[[Message], None] | None = None,
+                 on_lost: Callable[[BaseException | None], None] | None = None,
+                 on_connect: Callable[[FrameStream], None] | None = None,
+                 paused: bool = False) -> None:
+        self.decoder = decoder
+        self.on_message = on_message
+        self.on_lost = on_lost
+        self._on_connect = on_connect
+        self._start_paused = paused
+        self.transport: asyncio.Transport | None = None
+        self._pending: deque[Message] = deque()
+        self._waiter: asyncio.Future | None = None
+        self._end: BaseException | None = None     # why no more data will come
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drainers: list[asyncio.Future] = []
+        self._over_ssl = False
+        self._lost_fut: asyncio.Future | None = None
+
+    # --- asyncio protocol ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self._lost_fut = asyncio.get_running_loop().create_future()
+        if self._start_paused:
+            transport.pause_reading()
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def use_transport(self, transport: asyncio.Transport) -> None:
+        """TLS was started: write and close through ``transport`` from now on."""
+        self.transport = transport
+        self._over_ssl = True
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        room = self.decoder.get_buffer()
+        if not room:    # only a finished large frame can fill it: move it out first
+            self._parse()
+            room = self.decoder.get_buffer()
+        return room
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.decoder.buffer_updated(nbytes)
+        if self.on_message is not None:
+            try:
+                self._parse()
+                while self._pending and self.on_message is not None:
+                    self.on_message(self._pending.popleft())
+            except Exception as exc:  # a protocol error of the peer: the stream ends
+                self._lost(exc)
+                if self.transport is not None:
+                    self.transport.abort()
+            return
+        if not len(self.decoder.get_buffer()) and not self._reading_paused:
+            self._reading_paused = True   # recv() parses, then reading resumes
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._lost(EOFError('end of stream'))
+        return not self._over_ssl   # keep writing after a half-close, as StreamReader does
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(exc or EOFError('connection closed'))
+        if self._lost_fut is not None and not self._lost_fut.done():
+            self._lost_fut.set_result(None)
+        for fut in self._drainers:
+            if not fut.done():
+                fut.set_exception(ConnectionResetError('connection lost'))
+        self._drainers.clear()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        for fut in self._drainers:
+            if not fut.done():
+                fut.set_result(None)
+        self._drainers.clear()
+
+    # --- reading --------------------------------------------------------------------
+    def _parse(self, limit: int | None = None) -> None:
+        self._pending.extend(self.decoder.messages(limit))
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _lost(self, exc: BaseException | None) -> None:
+        if self._end is None:
+            self._end = exc or EOFError('end of stream')
+            self._wake()
+            if self.on_lost is not None:
+                self.on_lost(exc)
+
+    async def recv(self) -> Message:
+        """The next message (pull mode); raises what ended the stream once the
+        messages received before the end have been taken."""
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            self._parse(1)   # one at a time: what follows may need other caps
+            if self._reading_paused and len(self.decoder.get_buffer()):
+                self._reading_paused = False
+                self.transport.resume_reading()
+            if self._pending:
+                return self._pending.popleft()
+            if self._end is not None:
+                raise self._end
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet taken as messages (parsed or not)."""
+        return self.decoder.buffered
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    async def wait_closed(self) -> None:
+        """Until the transport has closed."""
+        if self._lost_fut is not None:
+            await asyncio.shield(self._lost_fut)
+
+    # --- writing --------------------------------------------------------------------
+    def writelines(self, buffers: list) -> None:
+        self.transport.writelines(buffers)
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            await asyncio.sleep(0)    # let connection_lost run, as StreamWriter does
+            raise ConnectionResetError('connection lost')
+        if not self._writing_paused:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._drainers.append(fut)
+        await fut
