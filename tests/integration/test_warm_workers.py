@@ -267,6 +267,9 @@ def test_a_worker_that_died_idle_is_replaced_and_no_job_is_lost(node1):
     with warm_cluster(node1, crash) as c:
         worker = c.submit('ok')()
         os.kill(worker, signal.SIGKILL)     # a descendant of the node this test started
+        # once it has exited its pipes are closed: a job handed to it cannot get lost in
+        # them (before that, a job written to it dies with it, as in a crash)
+        assert wait_gone(worker)
         jobs = [c.submit('ok') for _ in range(5)]
         results = {j() for j in jobs}
         assert all(j.status == DispyJob.Finished for j in jobs)
