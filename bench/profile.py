@@ -112,7 +112,7 @@ def one_run(args: argparse.Namespace) -> dict:
 
     kw = {'warm_workers': True} if args.warm else {}
     if args.prefetch is not None:   # what-if: the client engine's prefetch depth per CPU
-        import dispylike.client.engine as engine
+        import dispylike.driver.engine as engine
         engine.PREFETCH_PER_CPU = args.prefetch
     func, arg = compute, None
     if args.size:
@@ -148,8 +148,19 @@ def one_run(args: argparse.Namespace) -> dict:
                 time.sleep(1.0)
             before = snapshot(node_pid)
             start = time.perf_counter()
-            jobs = [cluster.submit(arg if arg is not None else i) for i in range(args.jobs)]
-            cluster.wait()
+            if args.sequential:   # one job at a time: round-trip latency
+                jobs, rtts = [], []
+                for i in range(args.jobs):
+                    t0 = time.perf_counter()
+                    jobs.append(cluster.submit(arg if arg is not None else i))
+                    jobs[-1]()
+                    rtts.append(time.perf_counter() - t0)
+                rtts.sort()
+                print(f'round trip: median {rtts[len(rtts) // 2] * 1e3:.3f} ms, p99 '
+                      f'{rtts[int(len(rtts) * 0.99)] * 1e3:.3f} ms')
+            else:
+                jobs = [cluster.submit(arg if arg is not None else i) for i in range(args.jobs)]
+                cluster.wait()
             elapsed = time.perf_counter() - start
             after = snapshot(node_pid)
             bad = sum(1 for j in jobs if j.status != dispylike.DispyJob.Finished)
@@ -175,6 +186,8 @@ def main(argv: list[str]) -> int:
     p.add_argument('--size', type=int, default=0, help='bytes argument echoed back')
     p.add_argument('--result', type=int, default=0, help='bytes each job returns')
     p.add_argument('--pairs', type=int, default=1, help='runs (each with a fresh node)')
+    p.add_argument('--sequential', action='store_true',
+                   help='submit one job, wait for it, then the next (latency)')
     p.add_argument('--prefetch', type=int, default=None,
                    help='what-if: set the client engine\'s PREFETCH_PER_CPU')
     p.add_argument('--strace', default='', help='directory for strace -c syscall counts')
