@@ -124,7 +124,8 @@ class Bench:
         outcomes = {n: Outcome(workload, n, self.unavailable[n]) for n in names}
         self.results[workload.name] = outcomes
         retries_left = {n: self.args.retries for n in names}
-        for run in range(1, self.args.runs + 1):
+        runs = min(self.args.runs, workload.max_runs or self.args.runs)
+        for run in range(1, runs + 1):
             for name in names:
                 if outcomes[name].unavailable:
                     continue
@@ -134,7 +135,7 @@ class Bench:
                     if not worth_retrying(result) or retries_left[name] == 0:
                         break
                     retries_left[name] -= 1
-                    log(f"{workload.name} {name} run {run}: hung, retrying "
+                    log(f"{workload.name} {name} run {run}/{runs}: hung, retrying "
                         f"({retries_left[name]} retries left)")
 
     def attempt(self, workload: Workload, name: str, run: int) -> dict:

@@ -1,10 +1,10 @@
-"""Plain-text comparison table: workload | dispy | dispylike | ratio | ppe floor."""
+"""Plain-text comparison table: workload | dispy | dispylike | ratio | ppe floor | dl/floor."""
 from __future__ import annotations
 
 from .results import Outcome
 from .workloads import Metric, Workload
 
-HEADER = ["workload", "dispy", "dispylike", "ratio dl/dispy", "ppe floor"]
+HEADER = ["workload", "dispy", "dispylike", "ratio dl/dispy", "ppe floor", "dl/floor"]
 NOT_RUN = "-"
 
 
@@ -64,11 +64,12 @@ def workload_rows(workload: Workload, outcomes: dict[str, Outcome]) -> list[list
     rows = []
     for metric in workload.metrics:
         rows.append([metric.label, metric_cell(dispy, metric), metric_cell(dl, metric),
-                     ratio_cell(dispy, dl, metric), metric_cell(ppe, metric)])
+                     ratio_cell(dispy, dl, metric), metric_cell(ppe, metric),
+                     ratio_cell(ppe, dl, metric)])
     rows.append([f"{workload.name} failed jobs / results", failed_cell(dispy), failed_cell(dl),
-                 NOT_RUN, failed_cell(ppe)])
+                 NOT_RUN, failed_cell(ppe), NOT_RUN])
     rows.append([f"{workload.name} runs", runs_cell(dispy), runs_cell(dl), NOT_RUN,
-                 runs_cell(ppe)])
+                 runs_cell(ppe), NOT_RUN])
     return rows
 
 

@@ -24,8 +24,9 @@ def run_once(workload: Workload, system: System, run_index: int,
     started = time.monotonic()
     node: Spawned | None = None
     try:
-        if system.node_command is not None:
+        if system.node_command is not None and not workload.own_nodes:
             node = start_node(system, client_port, node_port, workdir)
+            params = dict(params, node_pid=node.pid)   # for memory readings
         result = run_client(workload, system, client_port, params, workdir)
     except NodeError as exc:
         result = {"status": "error", "error": str(exc)}
