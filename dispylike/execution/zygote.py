@@ -59,7 +59,7 @@ from .computation import Loaded, load
 from .jobproc import SMALL, file_sender, provisional_sender, run_job, serve_jobs, write_all
 from .jobprocs import JobProcess, spawn, take_records
 from .jobqueue import JobQueue, WaitingJob
-from .processes import kill_group, set_parent_death_signal
+from .processes import keep_freed_memory, kill_group, set_parent_death_signal
 
 SETUP_OK = (0, 1, 2)
 KILL_AFTER_TERM = 1.0
@@ -488,6 +488,7 @@ def plain_globals(made: dict[str, Any], mode: int) -> bytes:
 
 def main(argv: list[str]) -> int:
     set_parent_death_signal(signal.SIGKILL)
+    keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctl = socket.socket(fileno=int(argv[0]))
     ctl.setblocking(True)

@@ -16,7 +16,7 @@ import signal
 
 from .. import config
 from ..configfile import daemon_main
-from ..execution.processes import READY_LINE
+from ..execution.processes import READY_LINE, keep_freed_memory
 from ..version import __version__
 from .console import start_console
 from .daemon import NodeDaemon
@@ -156,5 +156,6 @@ async def run_node(opts: NodeOptions, ready_fd: int = -1, console: bool = False)
 
 def main(argv: list[str] | None = None) -> int:
     def run(opts: NodeOptions, args: argparse.Namespace):
+        keep_freed_memory()
         return run_node(opts, args.ready_fd, console=not args.daemon)
     return daemon_main('dispynode', SECTION, build_parser(), options_from_args, run, argv)
