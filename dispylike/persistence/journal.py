@@ -34,7 +34,9 @@ and reading stops at the first record that is truncated or fails its
 checksum; those bytes are reported as ``torn_bytes``, never as an error.
 Appends go to an in-memory buffer (no system call per record); the owner calls
 :meth:`RecoverJournal.flush` periodically (group commit) and at close, so a
-crash loses at most the records since the last flush.
+crash loses at most the records since the last flush.  Large arguments are
+not copied on the way: their bytes object is kept as one of the buffers that
+:meth:`RecoverJournal.flush` hands to one ``writev``.
 
 Why pickle is acceptable here: the file is created mode 0600 by the user's own
 program and is only ever read back by that same user, who could run any code
@@ -92,6 +94,11 @@ class RecordKind(enum.IntEnum):
 _KIND_SEED = tuple(zlib.crc32(bytes([kind])) for kind in range(256))
 
 
+#: SUBMIT records with arguments at least this large keep the caller's bytes object as
+#: one of the buffers to write instead of copying it (twice) into the buffer.
+BIG_ARGS = 64 * 1024
+_IOV_MAX = 512   # buffers per writev (Linux allows 1024)
+
 # Hot-path aliases (the writer appends hundreds of thousands of records).
 _dumps = pickle.dumps
 _crc32 = zlib.crc32
@@ -144,7 +151,7 @@ class RecoverJournal:
     leave a hole in the file.
     """
 
-    __slots__ = ('_buf', '_closed', '_fd', '_path', '_removed')
+    __slots__ = ('_buf', '_chunks', '_closed', '_fd', '_pending', '_path', '_removed')
 
     # The argument checks below mirror the reader's: a record the reader would
     # refuse must fail here, where the bug is, not at recovery time.
@@ -153,7 +160,9 @@ class RecoverJournal:
         """Wrap an open, already-headed file descriptor; use :meth:`create` instead."""
         self._fd = fd
         self._path = path
-        self._buf = bytearray()
+        self._buf = bytearray()        # small records not yet written ...
+        self._chunks: list = []        # ... after these buffers (large records), in order
+        self._pending = 0              # bytes in _chunks
         self._closed = False
         self._removed = False
 
@@ -189,7 +198,7 @@ class RecoverJournal:
     @property
     def pending_bytes(self) -> int:
         """Bytes appended but not yet written to the file."""
-        return len(self._buf)
+        return self._pending + len(self._buf)
 
     @property
     def is_closed(self) -> bool:
@@ -232,7 +241,33 @@ class RecoverJournal:
             raise TypeError(f'uid must be an int, not {type(uid).__name__}')
         if not isinstance(args_blob, (bytes, bytearray, memoryview)):
             raise TypeError(f'args_blob must be bytes, not {type(args_blob).__name__}')
-        self._append(_SUBMIT, (uid, job_id, bytes(args_blob)))
+        if len(args_blob) >= BIG_ARGS:
+            self._append_big(_SUBMIT, (uid, job_id, bytes(args_blob)))
+        else:
+            self._append(_SUBMIT, (uid, job_id, bytes(args_blob)))
+
+    def _append_big(self, kind: int, fields: tuple[Any, ...]) -> None:
+        """Like _append, for a record holding a large bytes object: the pickler hands
+        that object itself to the collector (it bypasses its buffer for data of 64 KiB
+        or more), so it is written from where it is."""
+        if self._closed:
+            raise RecoverFileError(f'recover file {self._path!r} is closed')
+        parts = _Collector()
+        pickle.Pickler(parts, PICKLE_PROTOCOL).dump(fields)
+        crc = _KIND_SEED[kind]
+        for part in parts:
+            crc = _crc32(part, crc)
+        self._move_buf_to_chunks()
+        self._buf += _pack_header(parts.size, kind, crc)
+        self._move_buf_to_chunks()
+        self._chunks += parts
+        self._pending += parts.size
+
+    def _move_buf_to_chunks(self) -> None:
+        if self._buf:
+            self._chunks.append(bytes(self._buf))
+            self._pending += len(self._buf)
+            self._buf.clear()
 
     def dispatched(self, uid: int, node_key: str, attempt: int) -> None:
         """Record that attempt ``attempt`` of job ``uid`` was sent to ``node_key``."""
@@ -263,7 +298,10 @@ class RecoverJournal:
         """Write the buffered records (one write loop) and, if ``sync``, fsync once."""
         if self._closed:
             raise RecoverFileError(f'recover file {self._path!r} is closed')
-        if self._buf:
+        if self._chunks:
+            self._move_buf_to_chunks()
+            self._write_chunks()
+        elif self._buf:
             written = 0
             try:
                 with memoryview(self._buf) as view:
@@ -275,6 +313,21 @@ class RecoverJournal:
                 del self._buf[:written]
         if sync:
             os.fsync(self._fd)
+
+    def _write_chunks(self) -> None:
+        """Write the buffers in order; what a failure leaves unwritten stays (as a
+        memoryview of its remainder) for the next flush."""
+        chunks = self._chunks
+        while chunks:
+            written = os.writev(self._fd, chunks[:_IOV_MAX])
+            self._pending -= written
+            done = 0
+            while done < len(chunks) and written >= len(chunks[done]):
+                written -= len(chunks[done])
+                done += 1
+            del chunks[:done]
+            if written:
+                chunks[0] = memoryview(chunks[0])[written:]
 
     def close(self, remove: bool = False) -> None:
         """Flush, fsync and close; unlink the file too if ``remove``.  Idempotent."""
@@ -298,8 +351,18 @@ class RecoverJournal:
         self.close()
 
     def __repr__(self) -> str:
-        state = 'closed' if self._closed else f'{len(self._buf)} B pending'
+        state = 'closed' if self._closed else f'{self.pending_bytes} B pending'
         return f'<RecoverJournal {self._path!r} {state}>'
+
+
+class _Collector(list):
+    """A file for pickle.Pickler that keeps what it is given, large objects uncopied."""
+
+    size = 0
+
+    def write(self, data: bytes) -> None:
+        self.append(data)
+        self.size += len(data)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -94,7 +94,9 @@ def test_random_history_matches_a_model(tmp_path):
             uid = rng.randrange(200)
             action = rng.random()
             if action < 0.4:
-                blob = rng.randbytes(rng.randrange(20))
+                big = rng.random() < 0.02                  # now and then a large one
+                blob = rng.randbytes(rng.randrange(70_000, 200_000) if big
+                                     else rng.randrange(20))
                 journal.submitted(uid, step, blob)
                 model[uid] = (step, blob, None, 0)
             elif action < 0.8:
@@ -110,6 +112,58 @@ def test_random_history_matches_a_model(tmp_path):
     assert state.records == 3000
     assert {uid: (j.job_id, j.args_blob, j.node_key, j.attempt)
             for uid, j in state.jobs.items()} == model
+
+
+def test_large_arguments_are_written_from_the_callers_object(tmp_path, monkeypatch):
+    path = tmp_path / 'j'
+    big = os.urandom(300_000)
+    written = []
+    real_writev = os.writev
+
+    def spy(fd, buffers):
+        written.extend(buffers)
+        return real_writev(fd, buffers)
+    monkeypatch.setattr(os, 'writev', spy)
+    with RecoverJournal.create(path) as journal:
+        journal.submitted(1, 'small', b'abc')
+        journal.submitted(2, ('big', 2), big)
+        journal.dispatched(2, 'h:1', 1)
+        assert journal.pending_bytes > len(big)
+        journal.flush(sync=False)
+        assert journal.pending_bytes == 0
+    assert any(buf is big for buf in written)               # not copied on the way
+    state = read_journal(path)
+    assert state.jobs == {1: PendingJob(1, 'small', b'abc'),
+                          2: PendingJob(2, ('big', 2), big, 'h:1', 1)}
+    assert state.torn_bytes == 0
+
+
+def test_a_short_writev_leaves_the_rest_for_the_next_flush(tmp_path, monkeypatch):
+    path = tmp_path / 'j'
+    big = os.urandom(200_000)
+    real_writev = os.writev
+    calls = []
+
+    def short(fd, buffers):
+        calls.append(1)
+        if len(calls) == 1:            # the first call writes 1,000 bytes, then fails
+            real_writev(fd, [memoryview(b''.join(bytes(b) for b in buffers))[:1000]])
+            return 1000
+        if len(calls) == 2:
+            raise OSError(28, 'No space left on device')
+        return real_writev(fd, buffers)
+    monkeypatch.setattr(os, 'writev', short)
+    with RecoverJournal.create(path) as journal:
+        journal.submitted(1, None, big)
+        journal.submitted(2, None, b'small')
+        with pytest.raises(OSError):
+            journal.flush(sync=False)
+        assert journal.pending_bytes > 0
+        journal.flush(sync=False)
+        assert journal.pending_bytes == 0
+    state = read_journal(path)
+    assert state.jobs == {1: PendingJob(1, None, big), 2: PendingJob(2, None, b'small')}
+    assert state.torn_bytes == 0
 
 
 def write_then_last(path, last):
