@@ -45,7 +45,7 @@ class FrameCipher:
             header = HEADER.pack(magic, version, msg_type, flags, length + TAG_SIZE)
             nonce = _NONCE.pack(self._sent)
             self._sent += 1
-            out += [header, self._out.encrypt(nonce, bytes(buffers[i + 1]), header)]
+            out += [header, self._out.encrypt(nonce, buffers[i + 1], header)]  # no copy first
         return out
 
     def open_frame(self, header: bytes, payload: bytes) -> bytes:

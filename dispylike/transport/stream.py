@@ -25,6 +25,9 @@ from collections.abc import Callable
 
 from ..protocol.frames import FrameDecoder, Message
 
+#: Writes below this size are joined into one buffer (one send).
+SMALL_WRITE = 64 * 1024
+
 
 class FrameStream(asyncio.BufferedProtocol):
     """Protocol for one connection.  ``on_connect(stream)`` runs when the transport is
@@ -163,7 +166,13 @@ class FrameStream(asyncio.BufferedProtocol):
 
     # --- writing --------------------------------------------------------------------
     def writelines(self, buffers: list) -> None:
-        self.transport.writelines(buffers)
+        """Small messages go out joined (one system call); large ones buffer by buffer:
+        joining them would copy them all once more."""
+        if sum(len(b) for b in buffers) < SMALL_WRITE:
+            self.transport.writelines(buffers)
+        else:
+            for buf in buffers:
+                self.transport.write(buf)
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
