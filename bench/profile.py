@@ -48,6 +48,10 @@ def echo(data):
     return data
 
 
+def take(data):
+    return len(data)
+
+
 def make_result(size):
     return b'r' * size
 
@@ -116,7 +120,7 @@ def one_run(args: argparse.Namespace) -> dict:
         engine.PREFETCH_PER_CPU = args.prefetch
     func, arg = compute, None
     if args.size:
-        func, arg = echo, b'x' * args.size
+        func, arg = (take if args.sink else echo), b'x' * args.size
     elif args.result:
         func, arg = make_result, args.result
     extra = []
@@ -184,6 +188,7 @@ def main(argv: list[str]) -> int:
     p.add_argument('--cpus', type=int, default=2)
     p.add_argument('--secret', default='')
     p.add_argument('--size', type=int, default=0, help='bytes argument echoed back')
+    p.add_argument('--sink', action='store_true', help='with --size: jobs return the length')
     p.add_argument('--result', type=int, default=0, help='bytes each job returns')
     p.add_argument('--pairs', type=int, default=1, help='runs (each with a fresh node)')
     p.add_argument('--sequential', action='store_true',

@@ -17,6 +17,7 @@ page written costs a copy-on-write fault, so the paths stay short.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import io
 import os
@@ -131,6 +132,20 @@ def _serialize_reply(result: Any, stdout: str, stderr: str, exception: str | Non
         return JobStatus.Terminated, pickle.dumps((None, stdout, stderr, msg), protocol=5)
 
 
+#: Largest pipe buffer asked for (Linux's default limit for unprivileged processes).
+PIPE_MAX = 1 << 20
+
+
+def widen_pipe(fd: int, size: int) -> None:
+    """Before a large write: a pipe holds 64 KiB by default, so 20 MB cross it in 320
+    pieces, each a wake-up of the reader; with 1 MiB, in 20.  Best effort (the
+    system may refuse: the per-user pipe budget)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(size, PIPE_MAX))
+    except OSError:
+        pass
+
+
 def write_all(fd: int, buf: bytes | memoryview) -> None:
     view = memoryview(buf)
     while view:
@@ -178,6 +193,7 @@ def _run_one(loaded: Loaded, payload: bytes, wfd: int) -> None:
     if len(body) < SMALL:
         write_all(wfd, record + head + body)  # one write for the usual small result
     else:
+        widen_pipe(wfd, len(body))
         write_all(wfd, record + head)
         write_all(wfd, body)
 

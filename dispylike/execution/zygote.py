@@ -56,7 +56,15 @@ from ..protocol.frames import FrameDecoder
 from ..protocol.messages import safe_loads
 from . import channel
 from .computation import Loaded, load
-from .jobproc import SMALL, file_sender, provisional_sender, run_job, serve_jobs, write_all
+from .jobproc import (
+    SMALL,
+    file_sender,
+    provisional_sender,
+    run_job,
+    serve_jobs,
+    widen_pipe,
+    write_all,
+)
 from .jobprocs import JobProcess, spawn, take_records
 from .jobqueue import JobQueue, WaitingJob
 from .processes import keep_freed_memory, kill_group, set_parent_death_signal
@@ -266,6 +274,7 @@ class Zygote:
                 if len(payload) < SMALL:  # one write (and one read in the job process)
                     write_all(proc.afd, channel.LENGTH.pack(len(payload)) + payload)
                 else:
+                    widen_pipe(proc.afd, len(payload))
                     write_all(proc.afd, channel.LENGTH.pack(len(payload)))
                     write_all(proc.afd, payload)
             except OSError:
