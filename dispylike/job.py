@@ -96,10 +96,12 @@ class DispyJob:
         """Record the outcome (called once, on the I/O loop) and wake waiters."""
         self.result, self.stdout, self.stderr = result, stdout, stderr
         self.exception, self.end_time = exception, end_time
-        self._payload = None
+        # what only an unfinished job needs goes now: a program may keep many finished
+        # jobs (a waiter holds its own reference to the event)
+        self._payload = self._id_hook = None
         with self._lock:
             self.status = status
-            event = self._event
+            event, self._event = self._event, None
         if event is not None:
             event.set()
 
