@@ -101,7 +101,7 @@ class ComputationHost:
         self.dest_path = dest_path
         self._proc: asyncio.subprocess.Process | None = None
         self._stream: FrameStream | None = None
-        self._runs: dict[int, tuple[int, asyncio.Future]] = {}   # uid -> (attempt, future)
+        self._runs: dict[int, tuple[int, Callable]] = {}   # uid -> (attempt, on_done)
         self._ready: asyncio.Future | None = None
         self._closed_fut: asyncio.Future | None = None
         self._in_process: InProcessSetup | None = None
@@ -199,15 +199,21 @@ class ComputationHost:
         return error or ''
 
     # --- jobs -------------------------------------------------------------------
-    def run(self, uid: int, attempt: int, payload: bytes, lend: bool = True) -> asyncio.Future:
+    def run(self, uid: int, attempt: int, payload: bytes, lend: bool = True,
+            on_done: Callable[[JobOutcome], None] | None = None) -> asyncio.Future | None:
         """Send a job, with a CPU lent to start it at once or to wait for one in the
-        process; the future resolves to a :class:`JobOutcome` (never raises)."""
-        fut = asyncio.get_running_loop().create_future()
+        process.  Its :class:`JobOutcome` goes to ``on_done`` (called as the process's
+        report is read, or on a later turn of the loop if the process is lost); without
+        ``on_done`` a future is returned that resolves to it (never raises)."""
+        fut = None
+        if on_done is None:
+            fut = asyncio.get_running_loop().create_future()
+            on_done = fut.set_result
         if self.broken:
-            fut.set_result(JobOutcome(JobStatus.Terminated, 0.0, 0.0,
-                                      failure_payload(self.broken)))
+            asyncio.get_running_loop().call_soon(on_done, JobOutcome(
+                JobStatus.Terminated, 0.0, 0.0, failure_payload(self.broken)))
             return fut
-        self._runs[uid] = (attempt, fut)
+        self._runs[uid] = (attempt, on_done)
         self.lent += lend
         self._send('run', uid, attempt, payload, lend)
         return fut
@@ -295,7 +301,7 @@ class ComputationHost:
             entry = self._runs.get(uid)
             if entry is not None and entry[0] == attempt:
                 del self._runs[uid]
-                entry[1].set_result(outcome_from_report(wait_status, float(cpu_time), result))
+                entry[1](outcome_from_report(wait_status, float(cpu_time), result))
             if released:
                 self._release(1)
         elif kind == 'returned' and len(msg) == 1:
@@ -304,8 +310,8 @@ class ComputationHost:
             entry = self._runs.get(msg[1])
             if entry is not None and entry[0] == msg[2]:
                 del self._runs[msg[1]]
-                entry[1].set_result(JobOutcome(JobStatus.Cancelled, 0.0, 0.0,
-                                               failure_payload('cancelled before it started')))
+                entry[1](JobOutcome(JobStatus.Cancelled, 0.0, 0.0,
+                                    failure_payload('cancelled before it started')))
         elif kind == 'provisional' and len(msg) == 4:
             entry = self._runs.get(msg[1])
             if (entry is not None and entry[0] == msg[2] and isinstance(msg[3], bytes)
@@ -319,8 +325,7 @@ class ComputationHost:
         elif kind == 'refused' and len(msg) == 4:
             entry = self._runs.pop(msg[1], None)
             if entry is not None and entry[0] == msg[2]:
-                entry[1].set_result(JobOutcome(JobStatus.Terminated, 0.0, 0.0,
-                                               failure_payload(str(msg[3]))))
+                entry[1](JobOutcome(JobStatus.Terminated, 0.0, 0.0, failure_payload(str(msg[3]))))
         elif kind in ('ready', 'failed', 'handover') and len(msg) == 2:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result((kind, msg[1]))
@@ -341,10 +346,10 @@ class ComputationHost:
     def _fail_all(self, reason: str) -> None:
         runs, self._runs = self._runs, {}
         self._release(self.lent)
-        for _attempt, fut in runs.values():
-            if not fut.done():
-                fut.set_result(JobOutcome(JobStatus.Terminated, 0.0, 0.0,
-                                          failure_payload(reason)))
+        loop = asyncio.get_running_loop()
+        for _attempt, on_done in runs.values():   # on later turns: the caller is mid-way
+            loop.call_soon(on_done, JobOutcome(JobStatus.Terminated, 0.0, 0.0,
+                                               failure_payload(reason)))
 
 
 def _check_handover(data: object) -> bytes:

@@ -526,27 +526,32 @@ class NodeDaemon(Housekeeping):
     def _pump(self) -> None:
         """Lend free CPUs, first to jobs waiting in computation processes (the oldest),
         then with queued jobs; forward up to ``cpus`` more jobs per process to wait."""
+        free = self.free
         for host in self.hosts:
-            while host.waiting > 0 and self.free > 0 and not host.broken:
+            while host.waiting > 0 and free > 0 and not host.broken:
                 host.lend()
-        while self.queue:
-            q = self.queue[0]
+                free -= 1
+        queue = self.queue
+        while queue:
+            q = queue[0]
             closed = q.comp.comp_id not in q.session.comps
-            lend = self.free > 0
+            lend = free > 0
             if not (closed or lend or q.comp.host.waiting < self.cpus):
                 break
-            self.queue.popleft()
+            queue.popleft()
             q.comp.queued.discard(q.uid)
             if closed:
                 continue  # nobody waits for a reply
             q.comp.running[q.uid] = q.attempt
             q.comp.idle.clear()
-            fut = q.comp.host.run(q.uid, q.attempt, q.payload, lend)
-            fut.add_done_callback(partial(self._job_done, q.session, q.comp, q.uid, q.attempt))
+            host = q.comp.host
+            host.run(q.uid, q.attempt, q.payload, lend,
+                     partial(self._job_done, q.session, q.comp, q.uid, q.attempt))
+            if lend and not host.broken:
+                free -= 1
 
     def _job_done(self, session: ClientSession, comp: NodeComputation, uid: int, attempt: int,
-                  fut: asyncio.Future) -> None:
-        outcome: JobOutcome = fut.result()
+                  outcome: JobOutcome) -> None:
         if len(outcome.payload) > MAX_RESULT_BYTES:
             outcome = JobOutcome(JobStatus.Terminated, outcome.start_time, outcome.end_time,
                                  failure_payload(f'the result is {len(outcome.payload)} bytes; '
