@@ -145,7 +145,7 @@ class Connection:
         """Bytes given to ``send`` that the peer has not taken yet."""
         if self._closed:
             return 0
-        return self.transport.get_write_buffer_size() + sum(len(b) for b in self._corked or ())
+        return self.stream.unsent + sum(len(b) for b in self._corked or ())
 
     async def drain(self) -> None:
         try:

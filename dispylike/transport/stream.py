@@ -27,6 +27,10 @@ from ..protocol.frames import FrameDecoder, Message
 
 #: Writes below this size are joined into one buffer (one send).
 SMALL_WRITE = 64 * 1024
+#: Larger writes reach the transport in pieces of this size, each once the transport's
+#: buffer is empty: the socket then takes a piece as it is, where a whole message
+#: handed over at once would mostly be copied into the transport's buffer first.
+WRITE_PIECE = 256 * 1024
 
 
 class FrameStream(asyncio.BufferedProtocol):
@@ -51,12 +55,15 @@ class FrameStream(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drainers: list[asyncio.Future] = []
+        self._out: deque[memoryview] = deque()   # large writes not given to the transport
+        self._out_bytes = 0
         self._over_ssl = False
         self._lost_fut: asyncio.Future | None = None
 
     # --- asyncio protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        transport.set_write_buffer_limits(WRITE_PIECE, 0)   # resume_writing once empty
         self._lost_fut = asyncio.get_running_loop().create_future()
         if self._start_paused:
             transport.pause_reading()
@@ -66,6 +73,7 @@ class FrameStream(asyncio.BufferedProtocol):
     def use_transport(self, transport: asyncio.Transport) -> None:
         """TLS was started: write and close through ``transport`` from now on."""
         self.transport = transport
+        transport.set_write_buffer_limits(WRITE_PIECE, 0)
         self._over_ssl = True
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -97,6 +105,8 @@ class FrameStream(asyncio.BufferedProtocol):
         return not self._over_ssl   # keep writing after a half-close, as StreamReader does
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._out.clear()
+        self._out_bytes = 0
         self._lost(exc or EOFError('connection closed'))
         if self._lost_fut is not None and not self._lost_fut.done():
             self._lost_fut.set_result(None)
@@ -110,6 +120,9 @@ class FrameStream(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._feed()
+        if self._writing_paused or self._out:
+            return
         for fut in self._drainers:
             if not fut.done():
                 fut.set_result(None)
@@ -166,22 +179,49 @@ class FrameStream(asyncio.BufferedProtocol):
 
     # --- writing --------------------------------------------------------------------
     def writelines(self, buffers: list) -> None:
-        """Small messages go out joined (one system call); large ones buffer by buffer:
-        joining them would copy them all once more."""
-        if sum(len(b) for b in buffers) < SMALL_WRITE:
+        """Small messages go out joined (one system call); large ones piece by piece
+        (WRITE_PIECE): joining them, or handing them over whole, would copy them."""
+        size = sum(len(b) for b in buffers)
+        if size < SMALL_WRITE and not self._out:
             self.transport.writelines(buffers)
-        else:
-            for buf in buffers:
-                self.transport.write(buf)
+            return
+        for buf in buffers:
+            if len(buf):
+                self._out.append(memoryview(buf).cast('B'))
+        self._out_bytes += size
+        self._feed()
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        if self._out:
+            self.writelines([data])
+        else:
+            self.transport.write(data)
+
+    @property
+    def unsent(self) -> int:
+        """Bytes written that the socket has not taken yet."""
+        return self.transport.get_write_buffer_size() + self._out_bytes
+
+    def _feed(self) -> None:
+        transport = self.transport
+        while self._out and not self._writing_paused:
+            if transport is None or transport.is_closing():
+                self._out.clear()
+                self._out_bytes = 0
+                return
+            view = self._out[0]
+            if len(view) > WRITE_PIECE:
+                piece, self._out[0] = view[:WRITE_PIECE], view[WRITE_PIECE:]
+            else:
+                piece = self._out.popleft()
+            self._out_bytes -= len(piece)
+            transport.write(piece)   # may call pause_writing: the rest waits for resume
 
     async def drain(self) -> None:
         if self.transport is None or self.transport.is_closing():
             await asyncio.sleep(0)    # let connection_lost run, as StreamWriter does
             raise ConnectionResetError('connection lost')
-        if not self._writing_paused:
+        if not self._writing_paused and not self._out:
             return
         fut = asyncio.get_running_loop().create_future()
         self._drainers.append(fut)
