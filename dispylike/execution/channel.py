@@ -31,6 +31,11 @@ READ_LIMIT = 1 << 20
 LENGTH = struct.Struct('!Q')
 RECORD = struct.Struct('!BQ')
 PROVISIONAL, RESULT, FILE = 1, 2, 3    # FILE body: u16 name length, UTF-8 name, data
+#: A RESULT whose payload is in a transfer file (see :mod:`.xfer`): RESULT_HEADER (the
+#: length is the file's size), then the file's name (UTF-8).
+RESULT_FILE = 4
+#: In LENGTH: the arguments are in the transfer file whose path (UTF-8) follows.
+BY_FILE = 1 << 63
 FILE_NAME = struct.Struct('!H')
 RESULT_HEADER = struct.Struct('!BddQ')
 

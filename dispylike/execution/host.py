@@ -32,7 +32,7 @@ from ..protocol.frames import FrameDecoder, Message
 from ..protocol.messages import safe_loads
 from ..status import JobStatus
 from ..transport.stream import FrameStream
-from . import channel
+from . import channel, xfer
 from .processes import PACKAGE_ROOT, describe_wait_status
 
 log = logging.getLogger('dispylike.node')
@@ -51,6 +51,19 @@ class JobOutcome:
 def failure_payload(message: str) -> bytes:
     """A reply payload (result, stdout, stderr, exception) made by the node itself."""
     return pickle.dumps((None, '', '', message), protocol=5)
+
+
+#: Largest result taken from a transfer file (the node refuses larger ones anyway).
+MAX_FILE_RESULT = 1 << 31
+
+
+def outcome_from_file(header: bytes, payload: bytes, cpu_time: float) -> JobOutcome:
+    """The outcome of a 'done' report whose payload came in a transfer file (pure)."""
+    status, start, end, _size = channel.RESULT_HEADER.unpack(header)
+    if status not in _FINAL_FROM_JOB:
+        return JobOutcome(JobStatus.Terminated, 0.0, 0.0,
+                          failure_payload('malformed result from the job process'), cpu_time)
+    return JobOutcome(JobStatus(status), start, end, payload, cpu_time)
 
 
 def outcome_from_report(wait_status: int, cpu_time: float, output: object) -> JobOutcome:
@@ -106,6 +119,7 @@ class ComputationHost:
         self._closed_fut: asyncio.Future | None = None
         self._in_process: InProcessSetup | None = None
         self._outbox: list[tuple] = []   # messages for the process, sent once per loop turn
+        self.xfer_dir = ''               # large arguments and results as files (see .xfer)
         self.broken = ''
 
     # --- lifecycle --------------------------------------------------------------
@@ -119,20 +133,25 @@ class ComputationHost:
         fresh process instead.  ``in_process`` (dispynode --unsafe_setup): setup and
         cleanup run in this (the node's) process; jobs still fork from a computation
         process, never from the multi-threaded node, and get setup's globals."""
-        if in_process:
-            self._in_process = InProcessSetup(code, node_globals, self.dest_path,
-                                              self._shutdown_from_thread())
-            handed = await asyncio.to_thread(self._in_process.setup, setup_args)
-            kind, data = await self._launch(code, node_globals, b'', spares, timeout,
-                                            run_setup=False, handed=handed)
-        else:
-            kind, data = await self._launch(code, node_globals, setup_args, spares, timeout)
-            if kind == 'handover':
-                handed = _check_handover(data)
-                await self.close(run_cleanup=False)
-                self._closing, self.broken = False, ''
+        try:
+            if in_process:
+                self._in_process = InProcessSetup(code, node_globals, self.dest_path,
+                                                  self._shutdown_from_thread())
+                handed = await asyncio.to_thread(self._in_process.setup, setup_args)
                 kind, data = await self._launch(code, node_globals, b'', spares, timeout,
                                                 run_setup=False, handed=handed)
+            else:
+                kind, data = await self._launch(code, node_globals, setup_args, spares, timeout)
+                if kind == 'handover':
+                    handed = _check_handover(data)
+                    await self.close(run_cleanup=False)
+                    self._closing, self.broken = False, ''
+                    kind, data = await self._launch(code, node_globals, b'', spares, timeout,
+                                                    run_setup=False, handed=handed)
+        except BaseException:
+            xfer.remove_dir(self.xfer_dir)
+            self.xfer_dir = ''
+            raise
         if kind != 'ready':
             await self.close(run_cleanup=False)
             raise ComputationError(data if kind == 'error' else f'setup failed:\n{data}')
@@ -143,6 +162,7 @@ class ComputationHost:
         """Start a computation process and load the computation into it: returns
         ('ready', ''), ('failed', traceback), ('handover', globals) or ('error', why)."""
         loop = asyncio.get_running_loop()
+        self.xfer_dir = self.xfer_dir or xfer.make_dir()
         parent, child = socket.socketpair()
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -159,7 +179,7 @@ class ComputationHost:
         self._stream = stream
         await loop.create_unix_connection(lambda: stream, sock=parent)
         self._send('load', code, self.dest_path, node_globals, setup_args, spares, run_setup,
-                   handed)
+                   handed, self.xfer_dir)
         try:
             return await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except asyncio.TimeoutError:
@@ -196,6 +216,8 @@ class ComputationHost:
         self._fail_all('the computation was closed on the node')
         if self._stream is not None and self._stream.transport is not None:
             self._stream.transport.close()
+        xfer.remove_dir(self.xfer_dir)
+        self.xfer_dir = ''
         return error or ''
 
     # --- jobs -------------------------------------------------------------------
@@ -215,6 +237,13 @@ class ComputationHost:
             return fut
         self._runs[uid] = (attempt, on_done)
         self.lent += lend
+        if len(payload) >= xfer.XFER_MIN and self.xfer_dir:
+            path = os.path.join(self.xfer_dir, f'{uid}-{attempt}.in')
+            try:
+                xfer.put(path, payload)
+                payload = path   # the job process reads (and removes) it
+            except OSError:
+                pass             # no room: through the computation process then
         self._send('run', uid, attempt, payload, lend)
         return fut
 
@@ -301,7 +330,13 @@ class ComputationHost:
             entry = self._runs.get(uid)
             if entry is not None and entry[0] == attempt:
                 del self._runs[uid]
-                entry[1](outcome_from_report(wait_status, float(cpu_time), result))
+                if isinstance(result, tuple):
+                    outcome = self._file_outcome(result, float(cpu_time))
+                else:
+                    outcome = outcome_from_report(wait_status, float(cpu_time), result)
+                entry[1](outcome)
+            elif isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
+                self._file_outcome(result, 0.0)   # a stale report: its file goes anyway
             if released:
                 self._release(1)
         elif kind == 'returned' and len(msg) == 1:
@@ -337,6 +372,21 @@ class ComputationHost:
                 self._closed_fut.set_result(str(msg[1]))
         else:
             raise ProtocolError(f'unknown message {kind!r}')
+
+    def _file_outcome(self, result: tuple, cpu_time: float) -> JobOutcome:
+        """A result left in a transfer file: checked, read, removed."""
+        try:
+            header, name = result
+            if not (isinstance(header, bytes) and len(header) == channel.RESULT_HEADER.size
+                    and isinstance(name, str)):
+                raise ProtocolError('malformed transfer file report')
+            size = channel.RESULT_HEADER.unpack(header)[3]
+            payload = xfer.take_confined(self.xfer_dir, name, size, MAX_FILE_RESULT)
+        except (ProtocolError, ValueError) as exc:
+            return JobOutcome(JobStatus.Terminated, 0.0, 0.0,
+                              failure_payload(f'malformed result from the job process: {exc}'),
+                              cpu_time)
+        return outcome_from_file(header, payload, cpu_time)
 
     def _release(self, count: int) -> None:
         self.lent = max(0, self.lent - count)

@@ -32,7 +32,7 @@ import cloudpickle
 
 from .. import config
 from ..status import JobStatus
-from . import channel
+from . import channel, xfer
 from .computation import JobDepends, Loaded, rebind
 from .staging import FileSink
 
@@ -42,6 +42,14 @@ SMALL = 1 << 16
 _LENGTH_SIZE = channel.LENGTH.size
 _unpack_length = channel.LENGTH.unpack_from
 _job_wfd = -1  # this job process's result pipe (for the senders below)
+_xfer_dir = ''  # where large results go as files ('' : through the pipe)
+_xfer_count = 0
+
+
+def set_transfer_dir(path: str) -> None:
+    """Large results of job processes forked from now on go to files in ``path``."""
+    global _xfer_dir
+    _xfer_dir = path
 
 
 def _capture_run(loaded: Loaded, payload: bytes) -> tuple[Any, str, str, str | None, JobStatus]:
@@ -175,13 +183,24 @@ def _read_job(fd: int) -> bytes | None:
             return None
         data += rest
     (size,) = _unpack_length(data)
+    by_file = size & channel.BY_FILE
+    size &= ~channel.BY_FILE
     have = len(data) - _LENGTH_SIZE
     if have == size:
-        return data[_LENGTH_SIZE:]
-    if have > size:
+        payload = data[_LENGTH_SIZE:]
+    elif have > size:
         return None  # more than one job at once: not what the computation process does
-    rest = _read_exactly(fd, size - have)
-    return None if rest is None else data[_LENGTH_SIZE:] + rest
+    else:
+        rest = _read_exactly(fd, size - have)
+        if rest is None:
+            return None
+        payload = data[_LENGTH_SIZE:] + rest
+    if by_file:
+        try:
+            return xfer.take(payload.decode())
+        except (OSError, UnicodeDecodeError):
+            return None
+    return payload
 
 
 def _run_one(loaded: Loaded, payload: bytes, wfd: int) -> None:
@@ -189,6 +208,8 @@ def _run_one(loaded: Loaded, payload: bytes, wfd: int) -> None:
     result, out, err, exc, status = _capture_run(loaded, payload)
     status, body = _serialize_reply(result, out, err, exc, status)
     head = channel.RESULT_HEADER.pack(int(status), start, time.time(), len(body))
+    if len(body) >= xfer.XFER_MIN and _xfer_dir and _result_to_file(head, body, wfd):
+        return
     record = channel.RECORD.pack(channel.RESULT, len(head) + len(body))
     if len(body) < SMALL:
         write_all(wfd, record + head + body)  # one write for the usual small result
@@ -196,6 +217,21 @@ def _run_one(loaded: Loaded, payload: bytes, wfd: int) -> None:
         widen_pipe(wfd, len(body))
         write_all(wfd, record + head)
         write_all(wfd, body)
+
+
+def _result_to_file(head: bytes, body: bytes, wfd: int) -> bool:
+    """A large result goes to a transfer file and the record names it (False if the
+    file cannot be written: it goes through the pipe then)."""
+    global _xfer_count
+    _xfer_count += 1
+    name = f'{os.getpid()}-{_xfer_count}.out'
+    try:
+        xfer.put(os.path.join(_xfer_dir, name), body)
+    except OSError:
+        return False
+    tail = head + name.encode()
+    write_all(wfd, channel.RECORD.pack(channel.RESULT_FILE, len(tail)) + tail)
+    return True
 
 
 def run_job(loaded: Loaded | None, afd: int, wfd: int) -> int:

@@ -34,7 +34,7 @@ class JobProcess:
     uid: int = -1                  # the job it runs (-1: none)
     attempt: int = -1
     output: bytearray = field(default_factory=bytearray)   # records not yet complete
-    final: bytes = b''             # the RESULT record's body (fork per job)
+    final: bytes | tuple = b''     # the RESULT record's body, or (header, transfer file)
     eof: bool = False
     wait_status: int | None = None
     cpu_time: float = 0.0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 class WaitingJob:
     uid: int
     attempt: int
-    payload: bytes
+    payload: bytes | str     # the arguments, or the transfer file holding them
 
 
 class JobQueue:

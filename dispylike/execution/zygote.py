@@ -62,6 +62,7 @@ from .jobproc import (
     provisional_sender,
     run_job,
     serve_jobs,
+    set_transfer_dir,
     widen_pipe,
     write_all,
 )
@@ -173,6 +174,7 @@ class Zygote:
             self.queue.give_back(msg[1])
         elif kind == 'drop':
             for job in self.queue.drop():
+                _discard(job.payload)
                 self._out('cancelled', job.uid, job.attempt)
         elif kind == 'cancel':
             self.cancel(msg[1], msg[2])
@@ -194,7 +196,8 @@ class Zygote:
 
     # --- computation ----------------------------------------------------------------
     def do_load(self, code: bytes, dest_path: str, node_globals: dict, setup_args: bytes,
-                spares: int, run_setup: bool = True, handed: bytes = b'') -> None:
+                spares: int, run_setup: bool = True, handed: bytes = b'',
+                xfer_dir: str = '') -> None:
         """Load the computation and run setup.  Setup's return value picks where jobs
         fork from (dispy's rule): 2, or 0 when setup made globals, this process; 1, or
         0 without globals, a fresh one: its globals (plain data only) are handed to
@@ -224,6 +227,7 @@ class Zygote:
         ns = self.loaded.ns.__dict__  # bound once here, not in each job process
         ns['dispy_provisional_result'] = provisional_sender()
         ns['dispy_send_file'] = file_sender(ns)
+        set_transfer_dir(xfer_dir)
         gc.freeze()  # jobs then leave the objects made so far alone: fewer copied pages
         self.warm = self.loaded.warm
         self.spare_low = max(0, spares)
@@ -238,7 +242,8 @@ class Zygote:
 
     def finish(self, run_cleanup: bool) -> None:
         self.spare_low = self.spare_high = 0
-        self.queue.drop()   # the node fails them: nothing may start now
+        for job in self.queue.drop():   # the node fails them: nothing may start now
+            _discard(job.payload)
         for pid in list(self.procs):
             kill_group(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
@@ -270,23 +275,30 @@ class Zygote:
             job = self.queue.ended()
         return False
 
-    def start_job(self, uid: int, attempt: int, payload: bytes) -> bool:
+    def start_job(self, uid: int, attempt: int, payload: bytes | str) -> bool:
         """Hand a job to a spare (fork per job) or an idle worker (warm); False if no
-        process could take it (the job is then reported 'refused')."""
+        process could take it (the job is then reported 'refused').  ``payload``: the
+        arguments, or the path of the transfer file holding them."""
+        if isinstance(payload, str):
+            name = payload.encode()
+            payload, length = name, len(name) | channel.BY_FILE
+        else:
+            length = len(payload)
         for _ in range(WARM_TRIES if self.warm else 1):
             try:
                 proc = self.spares.popleft() if self.spares else self._spawn(1)[0]
             except OSError as exc:  # out of processes or descriptors: fail this job only
-                self._out('refused', uid, attempt, f'could not start a job process: {exc}')
+                self._refuse(uid, attempt, payload, length,
+                             f'could not start a job process: {exc}')
                 return False
             proc.uid, proc.attempt = uid, attempt
             self.pids[uid] = proc.pid
             try:
                 if len(payload) < SMALL:  # one write (and one read in the job process)
-                    write_all(proc.afd, channel.LENGTH.pack(len(payload)) + payload)
+                    write_all(proc.afd, channel.LENGTH.pack(length) + payload)
                 else:
                     widen_pipe(proc.afd, len(payload))
-                    write_all(proc.afd, channel.LENGTH.pack(len(payload)))
+                    write_all(proc.afd, channel.LENGTH.pack(length))
                     write_all(proc.afd, payload)
             except OSError:
                 if proc.warm:   # died while idle: the job never reached it, try another
@@ -299,8 +311,13 @@ class Zygote:
                 os.close(proc.afd)
                 proc.afd = -1
             return True
-        self._out('refused', uid, attempt, 'no worker process could take the job')
+        self._refuse(uid, attempt, payload, length, 'no worker process could take the job')
         return False
+
+    def _refuse(self, uid: int, attempt: int, payload: bytes, length: int, why: str) -> None:
+        if length & channel.BY_FILE:
+            _discard(payload.decode())
+        self._out('refused', uid, attempt, why)
 
     def _top_up(self) -> None:
         """Fork spares (fork per job: in bursts, after a job's report so a fork never
@@ -385,11 +402,12 @@ class Zygote:
             return
         if kind == channel.PROVISIONAL:
             self._out('provisional', proc.uid, proc.attempt, body)
-        elif kind == channel.RESULT:
+        elif kind in (channel.RESULT, channel.RESULT_FILE):
+            output = body if kind == channel.RESULT else _file_result(body)
             if proc.warm:
-                self._job_ended(proc, 0, 0.0, body)
+                self._job_ended(proc, 0, 0.0, output)
             else:
-                proc.final = body
+                proc.final = output
         elif kind == channel.FILE and len(body) >= channel.FILE_NAME.size:
             (size,) = channel.FILE_NAME.unpack_from(body)
             name = body[channel.FILE_NAME.size:channel.FILE_NAME.size + size]
@@ -401,7 +419,8 @@ class Zygote:
         and how it ended is known (a whole result, else the wait status)."""
         if proc.uid < 0 or not proc.eof:
             return
-        if proc.warm or not channel.result_complete(proc.final):
+        complete = isinstance(proc.final, tuple) or channel.result_complete(proc.final)
+        if proc.warm or not complete:
             if proc.wait_status is None:
                 return  # no whole result: wait until it is reaped to say how it ended
             self._job_ended(proc, proc.wait_status, proc.cpu_time, b'')
@@ -409,7 +428,7 @@ class Zygote:
             self._job_ended(proc, proc.wait_status or 0, proc.cpu_time, proc.final)
 
     def _job_ended(self, proc: JobProcess, wait_status: int, cpu_time: float,
-                   output: bytes) -> None:
+                   output: bytes | tuple[bytes, str]) -> None:
         """Report the job of ``proc`` and pass its CPU on to the next waiting job."""
         uid, attempt = proc.uid, proc.attempt
         proc.uid = proc.attempt = -1
@@ -443,6 +462,7 @@ class Zygote:
     def cancel(self, uid: int, grace: float) -> None:
         job = self.queue.cancel(uid)
         if job is not None:
+            _discard(job.payload)
             self._out('cancelled', job.uid, job.attempt)
             return
         pid = self.pids.get(uid)
@@ -492,6 +512,24 @@ class Zygote:
                 self._top_up()    # a fresh worker in its place
             if block:
                 return
+
+
+def _discard(payload: bytes | str) -> None:
+    """A job that will not run: remove its transfer file, if it has one."""
+    if isinstance(payload, str):
+        try:
+            os.unlink(payload)
+        except OSError:
+            pass
+
+
+def _file_result(body: bytes) -> tuple[bytes, str] | bytes:
+    """A RESULT_FILE record: (RESULT_HEADER, the transfer file's name) for the node,
+    which checks the name and reads the file (b'' if the record is malformed)."""
+    size = channel.RESULT_HEADER.size
+    if len(body) <= size:
+        return b''
+    return body[:size], body[size:].decode('utf-8', 'replace')
 
 
 def plain_globals(made: dict[str, Any], mode: int) -> bytes:

@@ -46,6 +46,7 @@ from .. import config
 from ..discovery.addresses import primary_address
 from ..discovery.beacon import NodeBeacon
 from ..errors import ComputationError, ProtocolError
+from ..execution import xfer
 from ..execution.host import ComputationHost, JobOutcome, failure_payload
 from ..execution.staging import (
     FileBudget,
@@ -158,6 +159,7 @@ class NodeDaemon(Housekeeping):
         if self.opts.clean and os.path.isdir(self.prefix):  # noqa: ASYNC240 - start-up only
             shutil.rmtree(self.prefix, ignore_errors=True)
         os.makedirs(self.prefix, mode=0o700, exist_ok=True)
+        xfer.remove_stale()      # transfer files of a node that was killed
         port = self.opts.node_port
         if port is None:
             port = config.port_of('NodePort', self.opts.dispy_port)
