@@ -75,10 +75,7 @@ class Connection:
     """Send and receive messages with one authenticated peer.
 
     ``send`` never blocks (it buffers); ``drain`` waits for the buffer to empty.
-    ``tx``/``rx`` count message bytes, for statistics.  The messages sent during one
-    turn of the event loop go to the socket together at its end (one system call
-    where there were several: each send on loopback TCP costs ~25 us and wakes the
-    peer); ``drain``, ``close`` and ``abort`` send what is pending first.
+    ``tx``/``rx`` count message bytes, for statistics.
     """
 
     def __init__(self, stream: FrameStream, peer: str) -> None:
@@ -91,8 +88,6 @@ class Connection:
         self.tx = 0
         self.rx = 0
         self._closed = False
-        self._corked: list | None = None   # buffers waiting for the end of the loop turn
-        self._loop = asyncio.get_running_loop()
         _keep_alive(stream.transport.get_extra_info('socket'))
 
     @property
@@ -125,16 +120,7 @@ class Connection:
         if self.cipher is not None:
             buffers = self.cipher.seal_frames(buffers)
         self.tx += sum(len(b) for b in buffers)
-        if self._corked is None:
-            self._corked = list(buffers)
-            self._loop.call_soon(self._uncork)
-        else:
-            self._corked += buffers
-
-    def _uncork(self) -> None:
-        buffers, self._corked = self._corked, None
-        if buffers and not self.transport.is_closing():
-            self.stream.writelines(buffers)
+        self.stream.writelines(buffers)
 
     def send(self, msg: Any) -> None:
         msg_type, body = encode_message(msg)
@@ -143,13 +129,10 @@ class Connection:
     @property
     def unsent(self) -> int:
         """Bytes given to ``send`` that the peer has not taken yet."""
-        if self._closed:
-            return 0
-        return self.stream.unsent + sum(len(b) for b in self._corked or ())
+        return 0 if self._closed else self.stream.unsent
 
     async def drain(self) -> None:
         try:
-            self._uncork()
             await self.stream.drain()
         except Exception as exc:
             raise translate_os_error(exc, self.peer) from exc
@@ -158,7 +141,6 @@ class Connection:
         """Close at once, dropping unsent data (idempotent)."""
         if not self._closed:
             self._closed = True
-            self._uncork()          # what was sent goes as far as it did before
             self.transport.abort()
 
     async def close(self) -> None:
@@ -167,7 +149,6 @@ class Connection:
             return
         self._closed = True
         try:
-            self._uncork()
             self.transport.close()
             await asyncio.wait_for(self.stream.wait_closed(), 5)
         except Exception:  # closing a broken connection: nothing left to report
