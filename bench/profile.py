@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -203,6 +204,9 @@ def main(argv: list[str]) -> int:
         os.environ[netns.ENV_FLAG] = '1'
         os.execvp('unshare', ['unshare', '--net', '--', sys.executable, __file__, *argv])
     netns.prepare_private_netns((1, 2))
+    # a neutral working directory: 'python -m dispylike.node' puts it first on sys.path,
+    # which would otherwise run the node from this checkout whatever SOURCE says
+    os.chdir(tempfile.mkdtemp(prefix='dispylike-profile-'))
     for run in range(args.pairs):
         res = one_run(args)
         print(f'run {run + 1}: {res["jobs_per_s"]:.0f} jobs/s, {res["elapsed"]:.3f} s, '
