@@ -131,7 +131,7 @@ class Zygote:
             events = self.sel.select(timeout)
             if not events and self.top_up_due:
                 self.top_up_due = False
-                self._top_up()
+                self._top_up(idle=True)
             for key, _ in events:
                 if key.fileobj is self.ctl:
                     size = self.ctl.recv_into(self._rbuf)
@@ -319,14 +319,15 @@ class Zygote:
             _discard(payload.decode())
         self._out('refused', uid, attempt, why)
 
-    def _top_up(self) -> None:
+    def _top_up(self, idle: bool = False) -> None:
         """Fork spares (fork per job: in bursts, after a job's report so a fork never
         delays a result; a fork write-protects every page of this process and each
         page it then writes costs a fault, so forking several back to back pays for
-        this process's working set once per burst) or replace lost warm workers."""
+        this process's working set once per burst) or replace lost warm workers.
+        ``idle``: nothing else is going on, so refill even if spares are not low."""
         if self.warm:
             want = self.spare_low - sum(1 for p in self.procs.values() if p.usable)
-        elif len(self.spares) < self.spare_low:
+        elif idle or len(self.spares) < self.spare_low:
             want = self.spare_high - len(self.spares)
         else:
             return
@@ -443,8 +444,8 @@ class Zygote:
         kept = self._run_on_cpu(self.queue.ended())  # first: the CPU waits for no one
         self._out('done', uid, attempt, wait_status, cpu_time, output, not kept)
         if not proc.warm:
-            if self.queue.waiting:
-                self._top_up()          # jobs wait here: spares are needed now
+            if self.queue.waiting or not self.spares:
+                self._top_up()          # spares are needed now
             else:
                 self.top_up_due = True  # when nothing else happens: see IDLE_TOP_UP
 
