@@ -154,8 +154,8 @@ W5 = Workload(
     title="client memory per finished job",
     description="20,000 finished jobs held by the program: client RSS growth per job, and "
                 "beyond the job's own args and result.",
-    params={"jobs": 20_000},
-    quick_params={"jobs": 5_000},
+    params={"jobs": 20_000, "dispy_jobs": 5_000},
+    quick_params={"jobs": 5_000, "dispy_jobs": 5_000},
     metrics=[Metric("bytes_per_job", "W5 client bytes per held job (lower=better)", False,
                     "{:.0f}"),
              Metric("beyond_bytes_per_job", "W5 bytes per job beyond args/result", False,

@@ -33,6 +33,9 @@ def _settled_rss() -> int:
 def run_w5_memory(system: str, port: int, params: dict[str, Any],
                   progress: Progress) -> None:
     jobs = int(params['jobs'])
+    if system == 'dispy':   # its node hangs for good somewhere in 20,000 jobs, waves or not
+        jobs = min(jobs, int(params.get('dispy_jobs', jobs)))
+        progress.update(jobs=jobs)
     with open_cluster(system, port, progress, square) as cluster:
         warm_up(cluster, progress)
         before = _settled_rss()
