@@ -226,12 +226,7 @@ class SharedEngine(Journaling):
         acks = []
         for uid, attempt, status, start, end, payload in replies:
             acks.append((uid, attempt))
-            try:
-                status = JobStatus(status)
-            except ValueError:
-                status = None
-            if status is None or not status.is_final:
-                raise ProtocolError(f'the scheduler sent job status {status!r}')
+            status = JobStatus(status)      # final: checked when decoded
             job = self.jobs.pop(uid, None)
             if job is None:
                 continue            # a duplicate after re-attaching

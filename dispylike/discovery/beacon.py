@@ -79,19 +79,26 @@ class _Beacon(asyncio.DatagramProtocol):
         self.transports.clear()
 
 
-def _udp_socket(family: int, port: int, reuse_port: bool = False,
-                bind_to: str = '') -> socket.socket:
+def _udp_socket(family: int, port: int, reuse_port: bool = False, bind_to: str = '',
+                reuse_addr: bool = True) -> socket.socket:
+    """A non-blocking UDP socket bound to ``bind_to`` (all addresses if empty) and
+    ``port``, with broadcast allowed (IPv4) or IPv6 only; closed again if binding fails."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port and hasattr(socket, 'SO_REUSEPORT'):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == socket.AF_INET:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.bind((bind_to, port))
-    else:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((bind_to or '::', port))
-    sock.setblocking(False)
+    try:
+        if reuse_addr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port and hasattr(socket, 'SO_REUSEPORT'):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.bind((bind_to, port))
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((bind_to or '::', port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from .. import config
 from .addresses import Interface
-from .beacon import _Beacon, _join_groups, _open, _selected, _spray
+from .beacon import _Beacon, _join_groups, _open, _selected, _spray, _udp_socket
 
 log = logging.getLogger('dispylike.relay')
 
@@ -57,23 +57,7 @@ def _relay_socket(family: int, port: int, bind_to: str = '', shared: bool = Fals
     beacons do, to coexist with them; the relay port is not shared, so a second
     relay on it fails at start instead of taking half the probes.
     """
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if shared:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, 'SO_REUSEPORT'):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.bind((bind_to, port))
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((bind_to or '::', port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return _udp_socket(family, port, reuse_port=shared, bind_to=bind_to, reuse_addr=shared)
 
 
 class RelaySockets:

@@ -487,12 +487,7 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         acks = []
         for uid, attempt, status, start, end, payload in replies:
             acks.append((uid, attempt))
-            try:
-                status = JobStatus(status)
-            except ValueError:
-                status = None
-            if status is None or not status.is_final:
-                raise ProtocolError(f'node {link.node.name} sent job status {status!r}')
+            status = JobStatus(status)      # final: checked when decoded
             final, actions = self.sched.reply(uid, attempt, link.key, status)
             if final is None:
                 log.debug('dropped stale reply for job %s attempt %s from %s', uid, attempt,

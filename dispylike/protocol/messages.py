@@ -21,9 +21,11 @@ import typing
 from typing import Any, ClassVar
 
 from ..errors import ProtocolError
+from ..status import JobStatus
 from .frames import FIRST_APP_TYPE, Message
 
 _REGISTRY: dict[int, type] = {}
+_FINAL_STATUSES = frozenset(int(s) for s in JobStatus if s.is_final)
 
 
 class _BuiltinsOnly(pickle.Unpickler):
@@ -189,6 +191,9 @@ class JobReplies(_Base):
 
     def check(self) -> None:
         _check_items('JobReplies', self.replies, (int, int, int, float, float, bytes))
+        for reply in self.replies:
+            if reply[2] not in _FINAL_STATUSES:
+                raise ProtocolError(f'JobReplies: job status {reply[2]} is not final')
 
 
 @message(23)

@@ -34,12 +34,12 @@ def test_round_trip_every_kind():
         m.ComputationClosed('c'),
         m.Refused('c', 'busy'),
         m.ShareComputation('a' * 32, 'compute', 'me', '', b'code', True, 0.0, False, True,
-                           (('10.0.0.*', 0, 2, b''),)),
-        m.SubmitJobs('c', ((1, '', b'p'), (2, '10.0.0.2', b'q'))),
-        m.JobsRunning(((1, '10.0.0.2', 9701),)),
-        m.NodeEvent(1, '10.0.0.2', 9701, 'n', 2, 2, 'Linux', ()),
-        m.NodeEvent(3, '10.0.0.2', 9701, 'n', 2, 2, 'Linux', (1.0, 2, 3, 4.0)),
-        m.NodeRequest('c', 7, 'cpus', '10.0.0.2', 1, ''),
+                           (('10.77.0.*', 0, 2, b''),)),
+        m.SubmitJobs('c', ((1, '', b'p'), (2, '10.77.0.2', b'q'))),
+        m.JobsRunning(((1, '10.77.0.2', 9701),)),
+        m.NodeEvent(1, '10.77.0.2', 9701, 'n', 2, 2, 'Linux', ()),
+        m.NodeEvent(3, '10.77.0.2', 9701, 'n', 2, 2, 'Linux', (1.0, 2, 3, 4.0)),
+        m.NodeRequest('c', 7, 'cpus', '10.77.0.2', 1, ''),
         m.NodeRequestDone(7, 1, (3, 4)),
     ]
     for msg in samples:
@@ -94,9 +94,11 @@ def test_malformed_pickle_is_protocol_error():
     m.ShareComputation('../../victim', 'f', 'me', '', b'', True, 0.0, False, False, ()),
     m.SetupComputation('/../../x' + '0' * 24, 'f', 'me', '', b'', True, 0.0),
     m.SubmitJobs('c', ((1, 2, b'p'),)),
-    m.JobsRunning(((1, '10.0.0.2'),)),
+    m.JobsRunning(((1, '10.77.0.2'),)),
     m.NodeEvent(1, 'a', 1, 'n', 2, 2, 'L', (1.0, 2)),
     m.NodeRequestDone(7, 1, ('x',)),
+    m.JobReplies(((1, 1, 6, 0.0, 0.0, b''),)),      # Running: not a final status
+    m.JobReplies(((1, 1, 999, 0.0, 0.0, b''),)),    # no such status
 ])
 def test_scheduler_messages_with_malformed_entries_are_refused(msg):
     t, body = m.encode_message(msg)
