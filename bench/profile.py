@@ -118,7 +118,7 @@ def one_run(args: argparse.Namespace) -> dict:
     kw = {'warm_workers': True} if args.warm else {}
     if args.prefetch is not None:   # what-if: the client engine's prefetch depth per CPU
         import dispylike.driver.engine as engine
-        engine.PREFETCH_PER_CPU = args.prefetch
+        engine.PREFETCH_PER_CPU = engine.PREFETCH_DEEP_PER_CPU = args.prefetch
     func, arg = compute, None
     if args.size:
         func, arg = (take if args.sink else echo), b'x' * args.size

@@ -193,7 +193,7 @@ W7 = Workload(
     name="W7",
     title="channel protection cost",
     description="W1w and W3 with plain frames (benchmark only), secret-sealed frames "
-                "(ChaCha20-Poly1305, the default) and TLS, each on a fresh node.",
+                "(AES-256-GCM, the default) and TLS, each on a fresh node.",
     params={"jobs": 2000, "big_jobs": 10, "size": 20_000_000},
     quick_params={"jobs": 500, "big_jobs": 4, "size": 20_000_000},
     metrics=[Metric(f"{key}_{variant}", f"W7 {label} {variant}{suffix}", True, fmt)

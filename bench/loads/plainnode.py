@@ -1,6 +1,6 @@
 """A dispynode without channel protection: for W7's "plain" baseline only.
 
-dispylike always seals frames (ChaCha20-Poly1305) when TLS is not used and has
+dispylike always seals frames (AES-256-GCM) when TLS is not used and has
 no option to turn that off; the benchmark measures the cost by running both ends
 with this patch (plain_frames()) in place.  Never use it outside the benchmark.
 Run as ``python -m plainnode ARGS`` with bench/loads on the path.

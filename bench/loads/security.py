@@ -1,5 +1,5 @@
 """W7: what channel protection costs.  dispylike seals every frame with a secret
-(ChaCha20-Poly1305, the default without TLS) or runs TLS; "plain" (no protection)
+(AES-256-GCM, the default without TLS) or runs TLS; "plain" (no protection)
 exists only in the benchmark (plainnode.py).  For each, W1w (jobs/s, warm workers)
 and W3 (MB/s each way) on a fresh 2-CPU node; dispylike only (the client starts
 the nodes)."""

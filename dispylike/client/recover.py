@@ -101,7 +101,8 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
     ``recover_file`` None: the newest ``_dispy_*`` file here.  Waits for running jobs
     up to ``timeout`` seconds (None: until they end); ``terminate_pending`` kills the
     ones still running then.  Returns a DispyJob for every job the client had not seen
-    end, with ``id``, ``args`` and ``kwargs`` as submitted: Finished/Terminated/
+    end, with ``id``, ``args`` and ``kwargs`` as submitted (None if they took more
+    than 1 MiB serialised: the file does not keep those): Finished/Terminated/
     Cancelled with the node's result, Running if still running after ``timeout``,
     Abandoned (``exception`` says why) if it cannot be recovered.  Nodes are released
     once none of their jobs is left running.  ``secret`` (and TLS files, by default
@@ -137,12 +138,13 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
 
 
 def _restored(pending: PendingJob) -> DispyJob:
-    try:
-        value = cloudpickle.loads(pending.args_blob)
-        args, kwargs = value[0], value[1]
-    except Exception as exc:  # noqa: BLE001 - classes of the crashed program may be missing
-        log.warning('arguments of job %r cannot be restored: %r', pending.job_id, exc)
-        args, kwargs = None, None
+    args = kwargs = None
+    if pending.args_blob:   # b'': too large to be kept in the file
+        try:
+            value = cloudpickle.loads(pending.args_blob)
+            args, kwargs = value[0], value[1]
+        except Exception as exc:  # noqa: BLE001 - classes of the crashed program may be missing
+            log.warning('arguments of job %r cannot be restored: %r', pending.job_id, exc)
     job = DispyJob(pending.uid, args, kwargs, None, threading.Lock())
     job.id = pending.job_id
     if pending.node_key is None:

@@ -44,7 +44,7 @@ class NodeManagement:
             return -1
         link.node.cpus = cpus
         self._apply(self.sched.set_cpus(key, cpus))
-        if link.prefetching:
+        if link.prefetch_per_cpu:
             self._prefetch(link)
         return cpus
 

@@ -55,7 +55,7 @@ def pack(*fields: Any) -> list:
 def unpack(msg: Message) -> tuple:
     if msg.type != INTERNAL:
         raise ProtocolError(f'unexpected internal message type {msg.type}')
-    value = safe_loads(msg.payload)
+    value = safe_loads(msg)
     if not isinstance(value, tuple) or not value or not isinstance(value[0], str):
         raise ProtocolError('malformed internal message')
     return value

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import importlib
 import io
+import mmap
 import os
 import pickle
 import subprocess
@@ -31,6 +32,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
+from ..protocol.messages import Pieces
 from ..status import JobStatus
 from . import channel, xfer
 from .computation import JobDepends, Loaded, rebind
@@ -52,7 +54,8 @@ def set_transfer_dir(path: str) -> None:
     _xfer_dir = path
 
 
-def _capture_run(loaded: Loaded, payload: bytes) -> tuple[Any, str, str, str | None, JobStatus]:
+def _capture_run(loaded: Loaded, payload: bytes | mmap.mmap,
+                 ) -> tuple[Any, str, str, str | None, JobStatus]:
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
@@ -126,18 +129,20 @@ def _restore_names(ns: dict, saved: dict[str, Any]) -> None:
 
 
 def _serialize_reply(result: Any, stdout: str, stderr: str, exception: str | None,
-                     status: JobStatus) -> tuple[JobStatus, bytes]:
+                     status: JobStatus) -> tuple[JobStatus, list]:
+    """The reply pickled as pieces (``messages.Pieces``): a large bytes object in the
+    result is one of them, not copied into the pickle."""
     reply = (result, stdout, stderr, exception)
-    try:
-        return status, pickle.dumps(reply, protocol=5)
-    except Exception:  # noqa: BLE001 - plain pickle failed: try by value below
-        pass
-    try:
-        return status, cloudpickle.dumps(reply, protocol=5)
-    except Exception as exc:  # noqa: BLE001 - any failure means: unpicklable result
-        msg = (f'the result could not be serialised ({type(exc).__name__}: {exc}); '
-               'return picklable data (or save it to a file)')
-        return JobStatus.Terminated, pickle.dumps((None, stdout, stderr, msg), protocol=5)
+    for pickler in (pickle.Pickler, cloudpickle.CloudPickler):  # plain first: faster
+        out = Pieces()
+        try:
+            pickler(out, protocol=5).dump(reply)
+            return status, out.parts
+        except Exception as exc:  # noqa: BLE001 - any failure means: unpicklable result
+            error = exc
+    msg = (f'the result could not be serialised ({type(error).__name__}: {error}); '
+           'return picklable data (or save it to a file)')
+    return JobStatus.Terminated, [pickle.dumps((None, stdout, stderr, msg), protocol=5)]
 
 
 #: Largest pipe buffer asked for (Linux's default limit for unprivileged processes).
@@ -197,29 +202,35 @@ def _read_job(fd: int) -> bytes | None:
         payload = data[_LENGTH_SIZE:] + rest
     if by_file:
         try:
-            return xfer.take(payload.decode())
-        except (OSError, UnicodeDecodeError):
+            return xfer.take_mapped(payload.decode())
+        except (OSError, ValueError, UnicodeDecodeError):
             return None
     return payload
 
 
-def _run_one(loaded: Loaded, payload: bytes, wfd: int) -> None:
+def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
     start = time.time()
-    result, out, err, exc, status = _capture_run(loaded, payload)
-    status, body = _serialize_reply(result, out, err, exc, status)
-    head = channel.RESULT_HEADER.pack(int(status), start, time.time(), len(body))
-    if len(body) >= xfer.XFER_MIN and _xfer_dir and _result_to_file(head, body, wfd):
+    try:
+        result, out, err, exc, status = _capture_run(loaded, payload)
+    finally:
+        if isinstance(payload, mmap.mmap):
+            payload.close()   # a warm worker runs on: unmap the argument now
+    status, parts = _serialize_reply(result, out, err, exc, status)
+    size = sum(len(part) for part in parts)
+    head = channel.RESULT_HEADER.pack(int(status), start, time.time(), size)
+    if size >= xfer.XFER_MIN and _xfer_dir and _result_to_file(head, parts, wfd):
         return
-    record = channel.RECORD.pack(channel.RESULT, len(head) + len(body))
-    if len(body) < SMALL:
-        write_all(wfd, record + head + body)  # one write for the usual small result
+    record = channel.RECORD.pack(channel.RESULT, len(head) + size)
+    if size < SMALL:
+        write_all(wfd, b''.join([record, head, *parts]))  # one write for a small result
     else:
-        widen_pipe(wfd, len(body))
+        widen_pipe(wfd, size)
         write_all(wfd, record + head)
-        write_all(wfd, body)
+        for part in parts:
+            write_all(wfd, part)
 
 
-def _result_to_file(head: bytes, body: bytes, wfd: int) -> bool:
+def _result_to_file(head: bytes, body: list, wfd: int) -> bool:
     """A large result goes to a transfer file and the record names it (False if the
     file cannot be written: it goes through the pipe then)."""
     global _xfer_count

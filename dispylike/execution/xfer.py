@@ -14,6 +14,7 @@ through the computation process as before.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import stat
@@ -24,6 +25,8 @@ from ..errors import ProtocolError
 #: Arguments and results at least this large go by file.
 XFER_MIN = 1 << 20
 SHM = '/dev/shm'
+_IOV_MAX = 512
+_POPULATE = getattr(mmap, 'MAP_POPULATE', 0)   # map every page at once (Linux)
 _PREFIX = 'dispylike-xfer-'
 
 
@@ -72,13 +75,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def put(path: str, data: bytes | memoryview) -> None:
-    """Write ``data`` to a new file ``path`` (mode 0600)."""
+def put(path: str, data: bytes | memoryview | list) -> None:
+    """Write ``data`` (or the consecutive buffers of a list: a pickle as
+    ``messages.Pieces`` collected it) to a new file ``path`` (mode 0600)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        views = [memoryview(part).cast('B') for part in
+                 (data if isinstance(data, list) else [data]) if len(part)]
+        while views:
+            done = os.writev(fd, views[:_IOV_MAX])
+            while views and done >= len(views[0]):
+                done -= len(views.pop(0))
+            if done:
+                views[0] = views[0][done:]
     finally:
         os.close(fd)
 
@@ -89,6 +98,18 @@ def take(path: str) -> bytes:
     try:
         os.unlink(path)
         return _read_all(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def take_mapped(path: str) -> mmap.mmap:
+    """The file ``path`` mapped read-only (its pages are already in memory: mapped,
+    not copied), and removed.  For a pickle: ``pickle.loads`` reads the mapping, so
+    a large argument is copied once, into the object it becomes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.unlink(path)
+        return mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE | _POPULATE, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
 

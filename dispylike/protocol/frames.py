@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from ..errors import AuthenticationError, FrameTooLarge, IncompatiblePeer, ProtocolError
 
@@ -45,12 +44,41 @@ SCRATCH_SIZE = 256 * 1024
 BIG_FRAME = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
 class Message:
-    """One complete message: its type and payload (bytes or memoryview)."""
+    """One complete message: its type and payload (bytes-like).  A message that came
+    in several frames keeps them as ``parts`` (a 20 MB argument arrives as five):
+    ``messages.safe_loads`` reads them in place, and only reading ``payload`` joins
+    them into one object."""
 
-    type: int
-    payload: bytes
+    __slots__ = ('type', '_payload', 'parts')
+
+    def __init__(self, type: int, payload: bytes = b'', parts: tuple = ()) -> None:
+        self.type = type
+        self._payload: bytes | None = None if parts else payload
+        self.parts = parts
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            self._payload, self.parts = b''.join(self.parts), ()
+        return self._payload
+
+    @property
+    def size(self) -> int:
+        """Length of the payload (without joining parts)."""
+        if self._payload is None:
+            return sum(len(part) for part in self.parts)
+        return len(self._payload)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.type == other.type and self.payload == other.payload
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f'Message(type={self.type}, size={self.size})'
 
 
 def encode(msg_type: int, payload: bytes | bytearray | memoryview = b'',
@@ -74,6 +102,24 @@ def encode(msg_type: int, payload: bytes | bytearray | memoryview = b'',
         out.append(HEADER.pack(MAGIC, PROTOCOL_VERSION, msg_type, flags, len(chunk)))
         out.append(chunk)
     return out
+
+
+def encode_parts(msg_type: int, parts: list, frame_cap: int = DEFAULT_FRAME_CAP) -> list:
+    """Like :func:`encode` for a payload given as consecutive pieces (a large field
+    kept as the caller's object, see ``messages.encode_message_parts``): frames
+    follow the pieces' boundaries, so no piece is copied."""
+    if len(parts) == 1:
+        return encode(msg_type, parts[0], frame_cap)
+    pieces = [part for part in parts if len(part)]
+    out: list[bytes | memoryview] = []
+    for index, part in enumerate(pieces):
+        frames = encode(msg_type, part, frame_cap)
+        if index < len(pieces) - 1:   # the message goes on in the next piece
+            last = len(frames) - 2
+            magic, version, kind, flags, length = HEADER.unpack(frames[last])
+            frames[last] = HEADER.pack(magic, version, kind, flags | FLAG_MORE, length)
+        out += frames
+    return out or encode(msg_type, b'', frame_cap)
 
 
 def encode_bytes(msg_type: int, payload: bytes = b'', frame_cap: int = DEFAULT_FRAME_CAP) -> bytes:
@@ -250,8 +296,8 @@ class FrameDecoder:
         self._parts_type = msg_type
         if flags & FLAG_MORE:
             return None
-        whole = b''.join(self._parts)
+        parts = tuple(self._parts)
         self._parts.clear()
         self._parts_size = 0
         self._parts_type = None
-        return Message(msg_type, whole)
+        return Message(msg_type, parts=parts)

@@ -33,10 +33,63 @@ class _BuiltinsOnly(pickle.Unpickler):
         raise ProtocolError(f'control message refers to {module}.{name}; only builtins allowed')
 
 
-def safe_loads(data: bytes | memoryview) -> Any:
-    """Unpickle plain data only (no classes, no functions, no reducers)."""
+class _PartsReader:
+    """A read-only file over consecutive buffers (the frames of one message): the
+    unpickler fills a large bytes field straight from them with ``readinto``,
+    one copy instead of joining the frames first and copying again."""
+
+    __slots__ = ('_raw', '_parts', '_index', '_pos')
+
+    def __init__(self, parts: tuple) -> None:
+        self._raw = parts    # bytes or bytearray: find() without copying
+        self._parts = [memoryview(part).cast('B') for part in parts]
+        self._index = 0
+        self._pos = 0
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast('B')
+        filled = 0
+        while filled < len(view) and self._index < len(self._parts):
+            part = self._parts[self._index]
+            take = min(len(view) - filled, len(part) - self._pos)
+            view[filled:filled + take] = part[self._pos:self._pos + take]
+            filled += take
+            self._pos += take
+            if self._pos == len(part):
+                self._index += 1
+                self._pos = 0
+        return filled
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            size = sum(len(part) for part in self._parts[self._index:]) - self._pos
+        buf = bytearray(size)
+        return bytes(buf[:self.readinto(buf)])
+
+    def readline(self) -> bytes:
+        line = bytearray()
+        while self._index < len(self._parts):
+            part = self._parts[self._index]
+            end = self._raw[self._index].find(b'\n', self._pos)
+            stop = len(part) if end < 0 else end + 1
+            line += part[self._pos:stop]
+            self._pos = stop
+            if self._pos == len(part):
+                self._index += 1
+                self._pos = 0
+            if end >= 0:
+                break
+        return bytes(line)
+
+
+def safe_loads(data: bytes | memoryview | Message) -> Any:
+    """Unpickle plain data only (no classes, no functions, no reducers).  Given a
+    :class:`Message`, its frames are read in place."""
+    if isinstance(data, Message):
+        data = data.payload if not data.parts else data.parts
     try:
-        return _BuiltinsOnly(io.BytesIO(data)).load()
+        source = _PartsReader(data) if isinstance(data, tuple) else io.BytesIO(data)
+        return _BuiltinsOnly(source).load()
     except ProtocolError:
         raise
     except Exception as exc:  # any malformed pickle: many exception types are possible
@@ -75,10 +128,33 @@ class _Base:
         """Extra validation of nested fields; raise ProtocolError."""
 
 
+class Pieces:
+    """A pickler's output as the pieces it wrote.  The C pickler hands a bytes field
+    of 64 KiB or more to ``write`` as the object itself, between the pieces of its
+    own buffer, so a large argument or result is never copied into the body."""
+
+    __slots__ = ('parts',)
+
+    def __init__(self) -> None:
+        self.parts: list = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
 def encode_message(msg: Any) -> tuple[int, bytes]:
     """Return (type, body) for a registered message instance."""
     values = tuple(getattr(msg, name) for name, _ in msg._FIELDS)
     return msg.TYPE, pickle.dumps(values, protocol=5)
+
+
+def encode_message_parts(msg: Any) -> tuple[int, list]:
+    """Return (type, pieces of the body): the body of :func:`encode_message`, byte
+    for byte, without copying its large bytes fields (``frames.encode_parts``)."""
+    values = tuple(getattr(msg, name) for name, _ in msg._FIELDS)
+    out = Pieces()
+    pickle.Pickler(out, protocol=5).dump(values)
+    return msg.TYPE, out.parts
 
 
 def decode_message(frame: Message) -> Any:
@@ -86,7 +162,7 @@ def decode_message(frame: Message) -> Any:
     cls = _REGISTRY.get(frame.type)
     if cls is None:
         raise ProtocolError(f'unknown message type {frame.type}')
-    values = safe_loads(frame.payload)
+    values = safe_loads(frame)
     if not isinstance(values, tuple) or len(values) != len(cls._FIELDS):
         raise ProtocolError(f'{cls.__name__}: expected {len(cls._FIELDS)} fields')
     for (name, kind), value in zip(cls._FIELDS, values, strict=True):

@@ -31,9 +31,9 @@ from ..protocol.frames import (
     HEADER_SIZE,
     FrameDecoder,
     Message,
-    encode,
+    encode_parts,
 )
-from ..protocol.messages import decode_message, encode_message
+from ..protocol.messages import decode_message, encode_message_parts
 from ..security import audit
 from ..security.aead import TAG_SIZE, FrameCipher
 from .stream import FrameStream
@@ -107,7 +107,7 @@ class Connection:
             raise
         except Exception as exc:
             raise translate_os_error(exc, self.peer) from exc
-        self.rx += len(msg.payload) + HEADER_SIZE
+        self.rx += msg.size + HEADER_SIZE
         return msg
 
     async def recv(self) -> Any:
@@ -123,8 +123,8 @@ class Connection:
         self.stream.writelines(buffers)
 
     def send(self, msg: Any) -> None:
-        msg_type, body = encode_message(msg)
-        self.send_raw(encode(msg_type, body))
+        msg_type, parts = encode_message_parts(msg)
+        self.send_raw(encode_parts(msg_type, parts))
 
     @property
     def unsent(self) -> int:

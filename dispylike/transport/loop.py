@@ -1,8 +1,12 @@
-"""Event-loop construction: uvloop when installed, else the stdlib loop."""
+"""Event-loop construction: uvloop when installed, else the stdlib loop.
+
+``DISPYLIKE_UVLOOP=0`` in the environment forces the stdlib loop (for comparisons
+and for ruling uvloop out when chasing a bug)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 
 def set_event() -> asyncio.Event:
@@ -13,6 +17,8 @@ def set_event() -> asyncio.Event:
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
+    if os.environ.get('DISPYLIKE_UVLOOP') == '0':
+        return asyncio.new_event_loop()
     try:
         import uvloop
     except ImportError:

@@ -1,5 +1,6 @@
 """Framing: round trips, truncation, caps, garbage, versions."""
 
+import os
 import struct
 
 import pytest
@@ -12,8 +13,10 @@ from dispylike.protocol.frames import (
     MAGIC,
     PROTOCOL_VERSION,
     FrameDecoder,
+    Message,
     encode,
     encode_bytes,
+    encode_parts,
 )
 
 
@@ -43,6 +46,28 @@ def test_multi_frame_message_reassembled():
     dec = FrameDecoder(frame_cap=1000)
     msgs = dec.feed(b''.join(bytes(b) for b in bufs))
     assert len(msgs) == 1 and msgs[0].payload == payload
+
+
+def test_a_multi_frame_message_keeps_its_frames_until_its_payload_is_read():
+    payload = bytes(range(256)) * 100
+    msg = FrameDecoder(frame_cap=1000).feed(encode_bytes(40, payload, frame_cap=1000))[0]
+    assert len(msg.parts) == 26 and msg.size == len(payload)       # not joined yet
+    assert msg.payload == payload and msg.parts == ()               # joined once, on demand
+    assert msg == Message(40, payload) and msg != Message(41, payload)
+
+
+def test_encode_parts_frames_follow_the_pieces_without_copying_them():
+    big, small = os.urandom(2500), b'tail'
+    bufs = encode_parts(50, [b'head', big, small], frame_cap=1000)
+    payloads = bufs[1::2]
+    assert [len(p) for p in payloads] == [4, 1000, 1000, 500, 4]
+    assert all(p.obj is big for p in payloads[1:4])                  # slices of the object
+    flags = [HEADER.unpack(h)[3] for h in bufs[0::2]]
+    assert flags == [1, 1, 1, 1, 0]                                  # FLAG_MORE but the last
+    msgs = FrameDecoder(frame_cap=1000).feed(b''.join(bytes(b) for b in bufs))
+    assert [(m.type, m.payload) for m in msgs] == [(50, b'head' + big + small)]
+    assert encode_parts(51, [b'one']) == encode(51, b'one')
+    assert encode_parts(52, [b'', b'']) == encode(52, b'')
 
 
 def test_truncated_frame_waits():

@@ -7,12 +7,16 @@ import stat
 import time
 import zlib
 
+import cloudpickle
 import pytest
 
+from dispylike import DispyJob
+from dispylike.client.recover import _restored
 from dispylike.errors import DispyError
 from dispylike.persistence.journal import (
     FILE_HEADER,
     FORMAT_VERSION,
+    KEEP_ARGS_MAX,
     MAGIC,
     RECORD_HEADER,
     NodeRecord,
@@ -136,6 +140,23 @@ def test_large_arguments_are_written_from_the_callers_object(tmp_path, monkeypat
     assert state.jobs == {1: PendingJob(1, 'small', b'abc'),
                           2: PendingJob(2, ('big', 2), big, 'h:1', 1)}
     assert state.torn_bytes == 0
+
+
+def test_arguments_over_the_cap_are_not_kept_and_recover_without_them(tmp_path):
+    path = tmp_path / 'j'
+    at_cap, over = os.urandom(KEEP_ARGS_MAX), os.urandom(KEEP_ARGS_MAX + 1)
+    with RecoverJournal.create(path) as journal:
+        journal.submitted(1, 'at cap', at_cap)
+        journal.submitted(2, 'over', over)
+        journal.flush(sync=False)
+    assert path.stat().st_size < 2 * KEEP_ARGS_MAX            # only one of them on disk
+    state = read_journal(path)
+    assert state.jobs[1].args_blob == at_cap and state.jobs[2].args_blob == b''
+    job = _restored(state.jobs[2])
+    assert (job.id, job.args, job.kwargs) == ('over', None, None)
+    assert job.status == DispyJob.Abandoned                   # never dispatched
+    job = _restored(PendingJob(3, 'kept', cloudpickle.dumps(((1, 2), {'k': 3}))))
+    assert (job.args, job.kwargs) == ((1, 2), {'k': 3})
 
 
 def test_a_short_writev_leaves_the_rest_for_the_next_flush(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import random
 
 import pytest
 
@@ -44,6 +45,34 @@ def test_round_trip_every_kind():
     ]
     for msg in samples:
         assert roundtrip(msg) == msg
+
+
+def test_parts_encoding_is_byte_for_byte_the_pickle_and_keeps_large_fields_uncopied():
+    payload = os.urandom(300_000)
+    msg = m.RunJobs('0' * 32, ((1, 0, b'small'), (2, 0, payload)))
+    kind, parts = m.encode_message_parts(msg)
+    assert (kind, b''.join(parts)) == m.encode_message(msg)
+    assert any(part is payload for part in parts)
+
+
+@pytest.mark.parametrize('protocol', [0, 1, 2, 3, 4, 5])
+def test_safe_loads_reads_a_message_in_frames_split_anywhere(protocol):
+    rng = random.Random(protocol)
+    value = (1, 'a\nb\n', 2.5, (None, True, -7, 10 ** 30), ['', 'é' * 500])
+    if protocol >= 3:
+        value += (rng.randbytes(200_000), b'')
+    if protocol >= 5:
+        value += (bytearray(b'ba'),)
+    data = pickle.dumps(value, protocol=protocol)
+    for _ in range(30):
+        cuts = sorted(rng.sample(range(1, len(data)), 6))
+        parts = tuple(data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)], strict=True))
+        parts = tuple(bytearray(p) if rng.random() < 0.5 else p for p in parts)
+        assert m.safe_loads(Message(20, parts=parts)) == value
+    with pytest.raises(ProtocolError):
+        m.safe_loads(Message(20, parts=(data[:10], data[10:-1])))      # truncated
+    with pytest.raises(ProtocolError):                                 # a global, in frames
+        m.safe_loads(Message(20, parts=(pickle.dumps(os.system)[:5], pickle.dumps(os.system)[5:])))
 
 
 def test_unknown_type():

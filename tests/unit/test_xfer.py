@@ -2,6 +2,7 @@
 of dead nodes removed."""
 
 import os
+import pickle
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 
 from dispylike.errors import ProtocolError
 from dispylike.execution import xfer
+from dispylike.protocol.messages import Pieces
 
 
 def test_put_then_take_removes_the_file(tmp_path):
@@ -16,6 +18,19 @@ def test_put_then_take_removes_the_file(tmp_path):
     xfer.put(path, b'x' * 3_000_000)
     assert xfer.take(path) == b'x' * 3_000_000
     assert not os.path.exists(path)
+
+
+def test_a_pickle_in_pieces_is_written_whole_and_read_back_through_a_mapping(tmp_path):
+    path = str(tmp_path / 'b.out')
+    value = (b'y' * 3_000_000, 'text', 7)
+    out = Pieces()
+    pickle.Pickler(out, protocol=5).dump(value)
+    assert any(part is value[0] for part in out.parts)           # the big field, uncopied
+    xfer.put(path, out.parts + [b''] * 600)                       # over one writev's buffers
+    mapped = xfer.take_mapped(path)
+    assert not os.path.exists(path)                               # removed, still readable
+    assert pickle.loads(mapped) == value
+    mapped.close()
 
 
 @pytest.mark.parametrize('name', ['', '.', '..', '../x', 'a/b', '/etc/passwd', 'a\x00b'])
