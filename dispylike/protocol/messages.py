@@ -38,10 +38,9 @@ class _PartsReader:
     unpickler fills a large bytes field straight from them with ``readinto``,
     one copy instead of joining the frames first and copying again."""
 
-    __slots__ = ('_raw', '_parts', '_index', '_pos')
+    __slots__ = ('_parts', '_index', '_pos')
 
     def __init__(self, parts: tuple) -> None:
-        self._raw = parts    # bytes or bytearray: find() without copying
         self._parts = [memoryview(part).cast('B') for part in parts]
         self._index = 0
         self._pos = 0
@@ -70,10 +69,11 @@ class _PartsReader:
         line = bytearray()
         while self._index < len(self._parts):
             part = self._parts[self._index]
-            end = self._raw[self._index].find(b'\n', self._pos)
-            stop = len(part) if end < 0 else end + 1
-            line += part[self._pos:stop]
-            self._pos = stop
+            chunk = part[self._pos:self._pos + 4096]   # (text opcodes: never ours)
+            end = bytes(chunk).find(b'\n')
+            take = len(chunk) if end < 0 else end + 1
+            line += chunk[:take]
+            self._pos += take
             if self._pos == len(part):
                 self._index += 1
                 self._pos = 0

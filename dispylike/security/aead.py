@@ -24,6 +24,8 @@ from ..errors import AuthenticationError
 from ..protocol.frames import HEADER
 
 TAG_SIZE = 16
+#: cryptography 46 and later can decrypt into a buffer (the ciphertext's own).
+_IN_PLACE = hasattr(AESGCM, 'decrypt_into')
 _NONCE = struct.Struct('!4xQ')
 
 
@@ -50,11 +52,17 @@ class FrameCipher:
             out += [header, self._out.encrypt(nonce, buffers[i + 1], header)]  # no copy first
         return out
 
-    def open_frame(self, header: bytes, payload: bytes) -> bytes:
-        """The plaintext of one received frame; AuthenticationError if it was altered."""
+    def open_frame(self, header: bytes, payload: bytes | bytearray) -> bytes | memoryview:
+        """The plaintext of one received frame; AuthenticationError if it was altered.
+        A large frame (a bytearray of its own) is decrypted in place: its plaintext
+        comes back as a view of that buffer."""
         nonce = _NONCE.pack(self._received)
         self._received += 1
         try:
+            if isinstance(payload, bytearray) and _IN_PLACE and len(payload) >= TAG_SIZE:
+                plain = memoryview(payload)[:len(payload) - TAG_SIZE]
+                self._in.decrypt_into(nonce, payload, header, plain)
+                return plain
             return self._in.decrypt(nonce, payload, header)
         except InvalidTag:
             raise AuthenticationError('a frame failed authentication (altered, replayed '

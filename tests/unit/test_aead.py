@@ -39,6 +39,19 @@ def test_multi_frame_messages_are_sealed_per_frame():
     assert msg.payload == payload
 
 
+def test_large_frames_are_opened_in_their_own_buffer_and_checked_all_the_same():
+    client, server = pair()
+    payload = bytes(range(256)) * 4096                             # 1 MiB: frames of their own
+    wire = sealed(client, 22, payload, frame_cap=300_000)
+    (msg,) = receiver(server, frame_cap=300_000).feed(wire)
+    assert msg.payload == payload and len(msg.parts) == 0           # joined on demand
+    client, server = pair()
+    wire = bytearray(sealed(client, 22, payload, frame_cap=300_000))
+    wire[-5] ^= 1                                                   # in the last large frame
+    with pytest.raises(AuthenticationError):
+        receiver(server, frame_cap=300_000).feed(bytes(wire))
+
+
 def test_each_direction_has_its_own_key():
     client, _server = pair()
     wire = sealed(client, 20, b'x')
