@@ -31,6 +31,7 @@ WORKLOADS: dict[str, Callable[[str, int, dict[str, Any], Progress], None]] = {
     "W1": basic.run_w1_throughput,
     "W1w": basic.run_w1w_throughput,
     "W2": basic.run_w2_latency,
+    "W2w": basic.run_w2w_latency,
     "W3": data.run_w3_data,
     "W4": sleep.run_w4_sleep,
     "W5": memory.run_w5_memory,

@@ -104,6 +104,22 @@ W2 = Workload(
     hard_timeout_s=90.0,
 )
 
+W2W = Workload(
+    name="W2w",
+    title="single-job round-trip latency, warm workers",
+    description="W2 with JobCluster(warm_workers=True); dispy has no such mode: its "
+                "column is its W2.",
+    params={"jobs": 200},
+    quick_params={"jobs": 50},
+    metrics=[Metric("median_ms", "W2w latency median ms (dispy: W2; lower=better)", False,
+                    "{:.2f}"),
+             Metric("p99_ms", "W2w latency p99 ms (dispy: W2; lower=better)", False,
+                    "{:.2f}")],
+    aggregate=latency_aggregate,
+    stall_timeout_s=10.0,
+    hard_timeout_s=90.0,
+)
+
 W1W = Workload(
     name="W1w",
     title="throughput, tiny jobs, warm workers",
@@ -213,4 +229,5 @@ W7 = Workload(
     max_runs=1,
 )
 
-WORKLOADS: dict[str, Workload] = {w.name: w for w in (W1, W1W, W2, W3, W4, W5, W6, W7)}
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (W1, W1W, W2, W2W, W3, W4, W5, W6,
+                                                          W7)}

@@ -1,5 +1,5 @@
-"""W1 (throughput, fork per job), W1w (the same with warm workers) and W2 (round-trip
-latency), plus the local ProcessPoolExecutor floor."""
+"""W1 (throughput, fork per job), W1w (the same with warm workers), W2 and W2w
+(round-trip latency, fork per job and warm), plus the local ProcessPoolExecutor floor."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -77,9 +77,22 @@ def run_ppe_throughput(jobs: int, progress: Progress) -> None:
 def run_w2_latency(system: str, port: int, params: dict[str, Any],
                    progress: Progress) -> None:
     """Sequential submit + job() round trips; one latency sample each."""
+    latency(system, port, params, progress)
+
+
+def run_w2w_latency(system: str, port: int, params: dict[str, Any],
+                    progress: Progress) -> None:
+    """W2 with JobCluster(warm_workers=True); dispy's column is its W2."""
+    latency(system, port, params, progress, warm_workers=system == "dispylike")
+
+
+def latency(system: str, port: int, params: dict[str, Any], progress: Progress,
+            **kw: Any) -> None:
     samples = int(params["jobs"])
     progress.update(latencies_ms=[])
-    with open_cluster(system, port, progress, compute) as cluster:
+    if not kw.get("warm_workers"):
+        kw.pop("warm_workers", None)
+    with open_cluster(system, port, progress, compute, **kw) as cluster:
         warm_up(cluster, progress)
         progress.touch("waiting")
         for i in range(samples):
