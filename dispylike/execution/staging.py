@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import secrets
 import stat
 
 from ..errors import DispyError
@@ -150,7 +149,7 @@ class FileSink:
         try:
             self._dir = _open_parent(base, parts[:-1], relpath)
             self._refuse_special(relpath)
-            self._tmp = f'.dispylike-part-{secrets.token_hex(8)}'
+            self._tmp = f'.dispylike-part-{os.urandom(8).hex()}'
             self._fd = os.open(self._tmp, _NEW_FILE_FLAGS, 0o600, dir_fd=self._dir)
         except BaseException:
             self._release(kept=False)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import mmap
 import os
-import shutil
 import stat
-import tempfile
 
 from ..errors import ProtocolError
 
@@ -35,6 +33,7 @@ def make_dir() -> str:
     if not (os.path.isdir(SHM) and os.access(SHM, os.W_OK | os.X_OK)):
         return ''
     try:
+        import tempfile  # here: the computation process (forked per job) never needs it
         return tempfile.mkdtemp(prefix=f'{_PREFIX}{os.getpid()}-', dir=SHM)
     except OSError:
         return ''
@@ -42,6 +41,7 @@ def make_dir() -> str:
 
 def remove_dir(path: str) -> None:
     if path:
+        import shutil
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -62,6 +62,7 @@ def remove_stale() -> None:
                 continue
         except OSError:
             continue
+        import shutil
         shutil.rmtree(path, ignore_errors=True)
 
 
