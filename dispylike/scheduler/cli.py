@@ -10,7 +10,7 @@ import signal
 
 from .. import config
 from ..configfile import daemon_main
-from ..execution.processes import READY_LINE
+from ..execution.processes import READY_LINE, keep_freed_memory
 from ..scheduling.share import SharePolicy
 from ..version import __version__
 from .daemon import SchedulerDaemon
@@ -154,5 +154,8 @@ async def run_scheduler(opts: SchedulerOptions, ready_fd: int = -1) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return daemon_main('dispyscheduler', SECTION, build_parser(), options_from_args,
-                       lambda opts, args: run_scheduler(opts, args.ready_fd), argv)
+    def run(opts: SchedulerOptions, args: argparse.Namespace):
+        keep_freed_memory()   # large payloads pass through, as on a node
+        return run_scheduler(opts, args.ready_fd)
+    return daemon_main('dispyscheduler', SECTION, build_parser(), options_from_args, run,
+                       argv)
