@@ -58,8 +58,9 @@ PREFETCH_BELOW = 0.05
 PREFETCH_PER_CPU = 2
 #: Jobs shorter than a round trip to the node (seconds) get a deeper queue: with
 #: warm workers a trivial job takes ~0.1 ms and a round trip client -> node ->
-#: worker and back ~1 ms, so 2 per CPU left a fifth of the CPUs idle (bench W1w:
-#: 8 per CPU +21%; 16 or 32 no better).  It holds at most 8 x 2 ms of work per CPU.
+#: worker and back ~1 ms, so 2 per CPU left a fifth of the CPUs idle (W1w with 8 per
+#: CPU: +21% and +9% in two A/Bs; 16 or 32 no better).  At most 8 x 2 ms of work
+#: waits per CPU.
 PREFETCH_DEEP_BELOW = 0.002
 PREFETCH_DEEP_PER_CPU = 8
 

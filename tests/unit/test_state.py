@@ -176,3 +176,10 @@ def test_a_node_with_no_cpus_gets_no_job_even_when_prefetching():
     assert s.submit(1) == []
     (d,) = s.set_cpus('a', 1)
     assert d.uid == 1
+
+
+def test_prefetch_depth_follows_the_jobs_average_time():
+    from dispylike.driver.engine import prefetch_per_cpu
+    assert prefetch_per_cpu(0.0001) == 8        # trivial jobs: deep, a round trip is longer
+    assert prefetch_per_cpu(0.01) == 2
+    assert prefetch_per_cpu(0.05) == 0          # long jobs stay free for idle nodes
