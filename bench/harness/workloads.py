@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 RunResult = dict[str, Any]           # one client's JSON result
@@ -104,20 +104,14 @@ W2 = Workload(
     hard_timeout_s=90.0,
 )
 
-W2W = Workload(
+W2W = replace(
+    W2,
     name="W2w",
     title="single-job round-trip latency, warm workers",
     description="W2 with JobCluster(warm_workers=True); dispy has no such mode: its "
                 "column is its W2.",
-    params={"jobs": 200},
-    quick_params={"jobs": 50},
-    metrics=[Metric("median_ms", "W2w latency median ms (dispy: W2; lower=better)", False,
-                    "{:.2f}"),
-             Metric("p99_ms", "W2w latency p99 ms (dispy: W2; lower=better)", False,
-                    "{:.2f}")],
-    aggregate=latency_aggregate,
-    stall_timeout_s=10.0,
-    hard_timeout_s=90.0,
+    metrics=[replace(m, label=m.label.replace("W2 latency", "W2w latency").replace(
+        "(lower", "(dispy: W2; lower")) for m in W2.metrics],
 )
 
 W1W = Workload(
