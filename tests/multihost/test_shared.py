@@ -24,8 +24,9 @@ CLIENT = textwrap.dedent('''
 
     def work(n, pause, marks):
         import os, time
-        if marks:
-            with open(os.path.join(marks, str(os.getpid())), 'w') as f:
+        if marks:                # named <node ip>_<pid>: the node's global, as dispy sets it
+            name = f'{dispy_node_ip_addr}_{os.getpid()}'
+            with open(os.path.join(marks, name), 'w') as f:
                 f.write('running')
         time.sleep(pause)
         return n * n
@@ -85,6 +86,13 @@ def alive(pid: int) -> bool:
     return True
 
 
+def wait_for_log(daemon, text, timeout=30):
+    deadline = time.time() + timeout
+    while text not in daemon.log() and time.time() < deadline:
+        time.sleep(0.1)
+    assert text in daemon.log(), daemon.log()
+
+
 def check_all_finished(data, count):
     results = data['results']
     assert len(results) == count
@@ -106,7 +114,7 @@ def test_three_programs_share_three_nodes(lab, start_node, start_scheduler):
     time.sleep(1.0)
     doomed.proc.send_signal(signal.SIGKILL)            # the program on h7 crashes
     doomed.proc.wait(10)
-    pids = [int(name) for name in os.listdir(marks)]
+    pids = [int(name.rpartition('_')[2]) for name in os.listdir(marks)]
     assert pids, f'the doomed program never ran a job:\n{doomed.output()}\n{sched.log()}'
     a, b = first.result(), second.result()
     check_all_finished(a, 30)
@@ -137,19 +145,23 @@ def test_exclusive_waits_then_runs_alone_and_a_lost_node_reschedules(lab, start_
                                                                      start_scheduler):
     sched = start_scheduler('h1', '-n', '10.77.0.*', '--pulse_interval', '1')
     nodes = {h: start_node(h) for h in ('h2', 'h3', 'h4')}
-    running = Program(lab, 'h5', sched.address, 18, 1.0)
-    time.sleep(2.0)
+    marks = tempfile.mkdtemp(prefix='dispylike-marks-')
+    running = Program(lab, 'h5', sched.address, 36, 1.0, marks=marks)     # 6 s on 6 CPUs
+    on_h4 = f"{lab.ip('h4')}_"
+    deadline = time.time() + 60
+    while not any(name.startswith(on_h4) for name in os.listdir(marks)) \
+            and time.time() < deadline:
+        time.sleep(0.1)
+    assert any(name.startswith(on_h4) for name in os.listdir(marks)), \
+        f'the first program never ran a job on h4:\n{running.output()}\n{sched.log()}'
     exclusive = Program(lab, 'h6', sched.address, 6, 0.3, exclusive=True)
-    time.sleep(1.0)
+    wait_for_log(sched, 'waits for the others to close (exclusive)')
     later = Program(lab, 'h7', sched.address, 6, 0.3)
-    deadline = time.time() + 30          # the first program has jobs on h4 by now
-    while sched.log().count('joined') < 3 and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    nodes['h4'].proc.send_signal(signal.SIGKILL)         # a node dies mid-run
+    wait_for_log(sched, 'waits for an exclusive computation')
+    nodes['h4'].proc.send_signal(signal.SIGKILL)         # a node dies mid-run of the first
     killed_at = time.time()
     first, alone, last = running.result(), exclusive.result(), later.result()
-    for data, count in ((first, 18), (alone, 6), (last, 6)):
+    for data, count in ((first, 36), (alone, 6), (last, 6)):
         check_all_finished(data, count)
     # the jobs it was running ran again elsewhere: none ended there after it died
     assert all(r[3] != lab.ip('h4') or r[5] <= killed_at for r in first['results'])
