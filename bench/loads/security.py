@@ -1,8 +1,8 @@
-"""W7: what channel protection costs.  dispylike seals every frame with a secret
-(AES-256-GCM, the default without TLS) or runs TLS; "plain" (no protection)
-exists only in the benchmark (plainnode.py).  For each, W1w (jobs/s, warm workers)
-and W3 (MB/s each way) on a fresh 2-CPU node; dispylike only (the client starts
-the nodes)."""
+"""W7: what channel protection costs.  dispylike seals every frame when a secret is
+set (AES-256-GCM, without TLS) or runs TLS; with the empty secret (the default, as
+in dispy) frames are plain, since keys derived from it would be public.  For each,
+W1w (jobs/s, warm workers) and W3 (MB/s each way) on a fresh 2-CPU node; dispylike
+only (the client starts the nodes)."""
 from __future__ import annotations
 
 import contextlib
@@ -27,41 +27,20 @@ def w7_job(kind, arg):
 @contextlib.contextmanager
 def variant_node(variant: str, workdir: str):
     """(node, cluster keyword arguments) for ``variant``."""
-    from dispylike.testing.daemons import DaemonProcess, NodeProcess  # type: ignore
+    from dispylike.testing.daemons import NodeProcess  # type: ignore
 
-    if variant == 'plain':
-        here = os.path.dirname(os.path.abspath(__file__))
-        node = DaemonProcess('plainnode', ['-i', '127.0.0.1', '--node_port', '0', '-c', '2'],
-                             {'DISPYLIKE_SECRET': SECRET, 'PYTHONPATH': here}, 'node')
-        kw: dict[str, Any] = {}
-    elif variant == 'tls':
+    secret = '' if variant == 'plain' else SECRET
+    kw: dict[str, Any] = {}
+    if variant == 'tls':
         from dispylike.security.certs import make_self_signed, write_pair  # type: ignore
         cert = os.path.join(workdir, 'bench.pem')
         write_pair(*make_self_signed(['127.0.0.1']), cert, None)
-        node = NodeProcess(cpus=2, secret=SECRET, extra=['--certfile', cert])
+        node = NodeProcess(cpus=2, secret=secret, extra=['--certfile', cert])
         kw = {'certfile': cert}
     else:
-        node = NodeProcess(cpus=2, secret=SECRET)
-        kw = {}
+        node = NodeProcess(cpus=2, secret=secret)
     with node:
-        yield node, kw
-
-
-@contextlib.contextmanager
-def plain_client(active: bool):
-    """The client side of plainnode.plain_frames, undone afterwards."""
-    if not active:
-        yield
-        return
-    from dispylike.transport import connection  # type: ignore[import-not-found]
-
-    from .plainnode import plain_frames
-    saved = connection.Connection._authenticated
-    plain_frames()
-    try:
-        yield
-    finally:
-        connection.Connection._authenticated = saved
+        yield node, dict(kw, secret=secret)
 
 
 def run_w7_security(system: str, port: int, params: dict[str, Any],
@@ -71,9 +50,9 @@ def run_w7_security(system: str, port: int, params: dict[str, Any],
     with tempfile.TemporaryDirectory(prefix='bench-w7-') as workdir:
         for variant in VARIANTS:
             progress.touch(f'{variant}: node')
-            with variant_node(variant, workdir) as (node, kw), plain_client(variant == 'plain'):
+            with variant_node(variant, workdir) as (node, kw):
                 with open_cluster('dispylike', 0, progress, w7_job, nodes=[node.address],
-                                  secret=SECRET, warm_workers=True, **kw) as cluster:
+                                  warm_workers=True, **kw) as cluster:
                     warm_up(cluster, progress, 'sq', 1, expect=1)
                     progress.touch(f'{variant}: W1w')
                     start = time.perf_counter()

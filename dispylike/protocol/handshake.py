@@ -14,7 +14,9 @@ Each side proves knowledge of the secret over nonces chosen fresh by the
 checks the server before it sends anything else.  Either side may send REJECT
 with a short UTF-8 reason before closing; the peer turns it into a clear error.
 The empty secret is a secret like any other (it still gates mismatched peers).
-Both sides derive :attr:`session_key` for channel protection.
+Both sides derive :attr:`session_key` for channel protection; with the empty
+secret (:attr:`keyed` false) that key is public knowledge, so no channel is
+sealed with it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def _reason(msg: Message) -> str:
 class _Side:
     def __init__(self, secret: str | bytes, nonce: bytes | None) -> None:
         self._key = derive_key(secret)
+        #: False for the empty secret: keys derived from it protect nothing (anyone can
+        #: derive them from the nonces on the wire), so its channel is not sealed.
+        self.keyed = len(secret) > 0
         self.nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
         if len(self.nonce) != NONCE_SIZE:
             raise ValueError('nonce must be 32 bytes')

@@ -83,7 +83,7 @@ class Connection:
         self.peer = peer
         self.decoder = stream.decoder
         self.session_key: bytes | None = None
-        self.cipher: FrameCipher | None = None   # without TLS: sealed frames
+        self.cipher: FrameCipher | None = None   # with a secret and no TLS: sealed frames
         self.role: hs.Role | None = None
         self.tx = 0
         self.rx = 0
@@ -159,7 +159,9 @@ class Connection:
         self.role = side.role
         if self.stream.has_pending:  # the peer spoke before the handshake was over
             raise ProtocolError('data sent before the handshake completed')
-        if self.transport.get_extra_info('ssl_object') is None:
+        if self.transport.get_extra_info('ssl_object') is None and side.keyed:
+            # sealed with a secret; with TLS, TLS protects; with the empty secret, anyone
+            # can derive the keys from the nonces, so sealing would cost CPU and hide nothing
             self.cipher = FrameCipher(side.session_key, isinstance(side, hs.ClientHandshake))
             self.decoder.opener = self.cipher.open_frame
             self.decoder.set_caps(DEFAULT_FRAME_CAP + TAG_SIZE, DEFAULT_MESSAGE_CAP)

@@ -175,3 +175,30 @@ def test_captured_session_replayed_to_a_live_node_is_refused():
         asyncio.run(main(node))
         assert 'rejected' in node.log() and 'secret mismatch' in node.log()
         assert node.log().count('rejected') == 1 and node.alive()
+
+
+@pytest.mark.parametrize('secret', ['', SECRET])
+def test_frames_are_sealed_with_a_secret_and_plain_with_the_empty_one(secret):
+    """A secret seals every frame after the handshake (an observer sees no payload byte);
+    the empty secret's keys are public knowledge, so its frames go unsealed."""
+    marker = 'observer-can-read-this'
+
+    async def main():
+        server = Server(secret, _serve)
+        recorder = _Recorder(('127.0.0.1', await server.listen('127.0.0.1', 0)))
+        port = await recorder.start()
+        try:
+            conn = await connect('127.0.0.1', port, secret)
+            assert (conn.cipher is not None) == bool(secret)
+            conn.send(m.NodeInfoRequest(marker))
+            assert isinstance(await conn.recv(), m.NodeInfo)
+            await conn.close()
+            await asyncio.wait_for(recorder.done.wait(), 20)
+        finally:
+            recorder.server.close()
+            await recorder.server.wait_closed()
+            await server.close()
+        return bytes(recorder.sent)
+
+    capture = asyncio.run(main())
+    assert (marker.encode() in capture) == (secret == '')
