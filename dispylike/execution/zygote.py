@@ -107,6 +107,7 @@ class Zygote:
         self.spare_high = 0   # ... up to this many, in one burst (warm: workers kept)
         self.deadlines: dict[int, tuple[float, int]] = {}   # pid -> (when, next signal)
         self.top_up_due = False
+        self.rehearsal = False     # spares forked now rehearse a job (jobproc.rehearse)
         self.sel = selectors.DefaultSelector()
         self.outbox: list[tuple] = []
         self._rbuf = memoryview(bytearray(READ_SIZE))
@@ -232,7 +233,7 @@ class Zygote:
         self.warm = self.loaded.warm
         self.spare_low = max(0, spares)
         self.spare_high = self.spare_low if self.warm else 3 * self.spare_low
-        self._top_up()
+        self._top_up(idle=True)
         self._out('ready', '')
 
     def _shutdown_node(self) -> None:
@@ -319,12 +320,14 @@ class Zygote:
             _discard(payload.decode())
         self._out('refused', uid, attempt, why)
 
-    def _top_up(self, idle: bool = False) -> None:
+    def _top_up(self, idle: bool = False, rehearsal: bool = False) -> None:
         """Fork spares (fork per job: in bursts, after a job's report so a fork never
         delays a result; a fork write-protects every page of this process and each
         page it then writes costs a fault, so forking several back to back pays for
         this process's working set once per burst) or replace lost warm workers.
-        ``idle``: nothing else is going on, so refill even if spares are not low."""
+        ``idle``: nothing else is going on, so refill even if spares are not low.
+        Spares forked while no job waits (``idle`` or ``rehearsal``) rehearse a job
+        (:func:`.jobproc.rehearse`): a job then finds one whose path is faulted in."""
         if self.warm:
             want = self.spare_low - sum(1 for p in self.procs.values() if p.usable)
         elif idle or len(self.spares) < self.spare_low:
@@ -333,12 +336,14 @@ class Zygote:
             return
         if want > 0:
             try:   # spares and workers are an optimisation: a job forks if none is left
-                self.spares.extend(self._spawn(want))
+                self.spares.extend(self._spawn(want, rehearsal=idle or rehearsal))
             except OSError:
                 pass
 
-    def _spawn(self, count: int) -> list[JobProcess]:
-        """Fork up to ``count`` job processes (at least one, else OSError)."""
+    def _spawn(self, count: int, rehearsal: bool = False) -> list[JobProcess]:
+        """Fork up to ``count`` job processes (at least one, else OSError); with
+        ``rehearsal`` (nothing waits for them) fork-per-job ones rehearse a job."""
+        self.rehearsal = rehearsal   # read by _job_body in the children
         spawned, error = spawn(count, self.warm, self._job_body, self._close_in_child)
         for proc in spawned:
             self.procs[proc.pid] = proc
@@ -348,7 +353,9 @@ class Zygote:
         return spawned
 
     def _job_body(self, afd: int, wfd: int, warm: bool) -> int:
-        return serve_jobs(self.loaded, afd, wfd) if warm else run_job(self.loaded, afd, wfd)
+        if warm:
+            return serve_jobs(self.loaded, afd, wfd)
+        return run_job(self.loaded, afd, wfd, self.rehearsal)
 
     def _close_in_child(self) -> None:
         # the selector's and the control socket's descriptors are closed without
@@ -447,8 +454,8 @@ class Zygote:
         kept = self._run_on_cpu(self.queue.ended())  # first: the CPU waits for no one
         self._out('done', uid, attempt, wait_status, cpu_time, output, not kept)
         if not proc.warm:
-            if self.queue.waiting or not self.spares:
-                self._top_up()          # spares are needed now
+            if self.queue.waiting or not self.spares:   # spares are needed now
+                self._top_up(rehearsal=not self.queue.waiting)
             else:
                 self.top_up_due = True  # when nothing else happens: see IDLE_TOP_UP
 
