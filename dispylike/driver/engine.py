@@ -135,7 +135,8 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         self._locals: list[LocalNodeProcess] = []
         self._joins: set[asyncio.Task] = set()
         self._flush_pending = False
-        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None   # kept: get_running_loop()
+        self._closing = False                                 # is a getpid() before 3.12
         self.specs: list[NodeAllocate] = []
         self._known: set[str] = set()            # host:port joined or joining
         self._closing_links: set[str] = set()    # released on purpose: not 'lost'
@@ -487,7 +488,9 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         self._on_status(JobStatus.Running, node, job)
         if not self._flush_pending:
             self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False

@@ -119,6 +119,7 @@ class ComputationHost:
         self._closed_fut: asyncio.Future | None = None
         self._in_process: InProcessSetup | None = None
         self._outbox: list[tuple] = []   # messages for the process, sent once per loop turn
+        self._loop: asyncio.AbstractEventLoop | None = None   # kept: see stream._loop
         self.xfer_dir = ''               # large arguments and results as files (see .xfer)
         self.broken = ''
 
@@ -161,7 +162,7 @@ class ComputationHost:
                       handed: bytes = b'') -> tuple[str, Any]:
         """Start a computation process and load the computation into it: returns
         ('ready', ''), ('failed', traceback), ('handover', globals) or ('error', why)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.xfer_dir = self.xfer_dir or xfer.make_dir()
         parent, child = socket.socketpair()
         try:
@@ -281,7 +282,7 @@ class ComputationHost:
             raise ConnectionError('computation process is gone')
         self._outbox.append(fields)
         if len(self._outbox) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._flush)
 
     def _flush(self) -> None:
         msgs, self._outbox = self._outbox, []

@@ -176,6 +176,7 @@ class ClientSession:
         self.serving = True                      # last ServiceChange sent
         self._unsent: deque[tuple[int, int]] = deque()   # kept replies not sent yet
         self._flush_soon = False
+        self._loop: asyncio.AbstractEventLoop | None = None   # kept: see stream._loop
         self._draining: asyncio.Task | None = None
 
     @property
@@ -201,7 +202,9 @@ class ClientSession:
     def _schedule_flush(self) -> None:
         if not self._flush_soon:
             self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Send waiting replies in batches while the client keeps up; when it does not,

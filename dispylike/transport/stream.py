@@ -59,12 +59,16 @@ class FrameStream(asyncio.BufferedProtocol):
         self._out_bytes = 0
         self._over_ssl = False
         self._lost_fut: asyncio.Future | None = None
+        #: The loop, kept: on Python < 3.12 every asyncio.get_running_loop() is a
+        #: getpid() system call (~3 per job on a node, strace)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- asyncio protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_PIECE, 0)   # resume_writing once empty
-        self._lost_fut = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._lost_fut = self._loop.create_future()
         if self._start_paused:
             transport.pause_reading()
         if self._on_connect is not None:
@@ -157,7 +161,7 @@ class FrameStream(asyncio.BufferedProtocol):
                 return self._pending.popleft()
             if self._end is not None:
                 raise self._end
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = (self._loop or asyncio.get_running_loop()).create_future()
             try:
                 await self._waiter
             finally:
@@ -223,6 +227,6 @@ class FrameStream(asyncio.BufferedProtocol):
             raise ConnectionResetError('connection lost')
         if not self._writing_paused and not self._out:
             return
-        fut = asyncio.get_running_loop().create_future()
+        fut = (self._loop or asyncio.get_running_loop()).create_future()
         self._drainers.append(fut)
         await fut
