@@ -141,6 +141,7 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         self._known: set[str] = set()            # host:port joined or joining
         self._closing_links: set[str] = set()    # released on purpose: not 'lost'
         self._tasks: set[asyncio.Task] = set()   # pulses and rejoin attempts
+        self._file_saves: set[asyncio.Task] = set()   # files sent by jobs, being saved
         self._file_waiters: dict[tuple[str, str], asyncio.Future] = {}
         self.beacon: ClientBeacon | None = None
         self._discovery: asyncio.Task | None = None
@@ -588,6 +589,7 @@ class Engine(NodeFinder, NodeManagement, Journaling):
             await link.conn.close()
             if link.reader is not None:
                 link.reader.cancel()
+        await self._wait_file_saves()          # no more can start: the readers are gone
         for local in self._locals:
             await local.stop()
         self._locals.clear()

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger('dispylike')
 
 FILE_CHUNK = 1 << 20
+#: close() waits at most this long (seconds) for files sent by jobs still being saved.
+FILE_SAVES_WAIT = 30.0
 
 
 class NodeManagement:
@@ -120,10 +122,24 @@ class NodeManagement:
         if not self.sched.is_current(msg.uid, msg.attempt, link.key):
             return
         link.node.rx += len(msg.data)
+        # saved on a thread: the reader goes on (replies, pulses) while the disk works.
+        # Not one of _tasks, which shutdown cancels: a file sent by a job must be on disk
+        # when close() returns (shutdown waits for these, see _wait_file_saves)
         task = asyncio.get_running_loop().create_task(
             asyncio.to_thread(save_job_file, msg.relpath, msg.data, link.node.name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._file_saves.add(task)
+        task.add_done_callback(self._file_saves.discard)
+
+    async def _wait_file_saves(self, timeout: float = FILE_SAVES_WAIT) -> None:
+        """Until the files jobs sent are saved (at most ``timeout`` s: a save on a thread
+        cannot be stopped, so one still running then is left to finish, with a warning)."""
+        saves = list(self._file_saves)
+        if not saves:
+            return
+        _, pending = await asyncio.wait(saves, timeout=timeout)
+        if pending:
+            log.warning('%d file(s) sent by jobs still being saved after %g s; closing anyway',
+                        len(pending), timeout)
 
     async def send_file(self, path: str, node: Any) -> int:
         """cluster.send_file: into the computation's directory on ``node``; 0 if stored."""

@@ -4,10 +4,13 @@ sizes capped, on the node and on the client."""
 import asyncio
 import os
 import sys
+import threading
+import time
 
 import cloudpickle
 
 import dispylike
+from dispylike.driver import management
 from dispylike.testing import NodeProcess, submit_unserved
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -38,6 +41,29 @@ def test_dispy_send_file_lands_under_the_client_directory(node, tmp_path, monkey
     with dispylike.JobCluster(make_and_send, nodes=[node.address]) as c:
         assert c.submit('out/result.bin', 1000)() == 0
     assert (tmp_path / 'out' / 'result.bin').read_bytes() == b'x' * 1000
+
+
+def test_close_waits_for_files_sent_by_jobs_still_being_saved(node, tmp_path, monkeypatch):
+    """A file sent by a job is saved on a thread of the client: close() right after the
+    job's result must not return before it is on disk (a slow disk, here: the save
+    starts once close() is called, and takes half a second more)."""
+    monkeypatch.chdir(tmp_path)
+    closing = threading.Event()
+    save = management.save_job_file
+
+    def slow_save(relpath, data, node_name):
+        assert closing.wait(30)
+        time.sleep(0.5)
+        save(relpath, data, node_name)
+
+    monkeypatch.setattr(management, 'save_job_file', slow_save)
+    c = dispylike.JobCluster(make_and_send, nodes=[node.address])
+    try:
+        assert c.submit('result.bin', 1000)() == 0
+    finally:
+        closing.set()
+        c.close()
+    assert (tmp_path / 'result.bin').read_bytes() == b'x' * 1000
 
 
 def test_dispy_send_file_refuses_paths_outside_the_job_directory(node, tmp_path, monkeypatch):

@@ -195,11 +195,17 @@ def test_two_embedded_nodes():
         assert len({n.port for n in c.status()}) == 2
 
 
-def optimise(steps):
+def optimise(steps, acks):
+    import os
     import time
     for i in range(steps):
         assert dispy_provisional_result(('step', i)) == 0  # noqa: F821
-        time.sleep(0.05)
+        # job_status reads the live job: the next result waits until it has seen this one
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(acks, f'step-{i}')):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f'job_status did not see step {i} in 30 s')
+            time.sleep(0.01)
     assert dispy_provisional_result(threading_lock_like()) == -1  # noqa: F821
     return ('final', steps)
 
@@ -209,15 +215,18 @@ def threading_lock_like():
     return threading.Lock()
 
 
-def test_provisional_results_arrive_in_order_before_the_final_one(node):
+def test_provisional_results_arrive_in_order_before_the_final_one(node, tmp_path):
     seen = []
 
     def job_status(job):
-        seen.append((job.status, job.result))
+        status, result = job.status, job.result
+        seen.append((status, result))
+        if status == DispyJob.ProvisionalResult:
+            (tmp_path / f'{result[0]}-{result[1]}').touch()     # the job may go on
 
     with cluster_for(node, optimise, job_status=job_status,
                      depends=[threading_lock_like]) as c:
-        job = c.submit(3)
+        job = c.submit(3, str(tmp_path))
         assert job() == ('final', 3) and job.status == DispyJob.Finished
         c.wait()
     deadline = time.time() + 5

@@ -13,7 +13,7 @@ import cloudpickle
 import pytest
 
 import dispylike
-from dispylike.testing import NodeProcess, SchedulerProcess
+from dispylike.testing import NodeProcess, SchedulerProcess, wait_for_nodes, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])   # functions use dispy_* globals
@@ -29,6 +29,22 @@ def slow(n):
     import time
     time.sleep(n)
     return n
+
+
+def held(markers):
+    """Say where it runs (a file naming its directory, under the node's dest path
+    prefix), then wait (at most 30 s) until the test lets it end."""
+    import os
+    import time
+    import uuid
+    with open(os.path.join(markers, f'ran-{uuid.uuid4().hex}'), 'w') as f:
+        f.write(os.getcwd())
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.path.join(markers, 'go')):
+        if time.monotonic() > deadline:
+            raise TimeoutError('not let go in 30 s')
+        time.sleep(0.02)
+    return markers
 
 
 def whoami(n):
@@ -270,8 +286,8 @@ def test_provisional_results_and_files_go_through_the_scheduler(two_nodes, tmp_p
         cluster = shared(chatty, sched, nodes=[f'{node.host}'],
                          job_status=lambda job: updates.append((job.status, job.result)))
         try:
-            cluster.submit(0)   # the nodes join
-            time.sleep(1)
+            # both set up (the nodes join without a job): the job may run on either
+            wait_for_nodes(cluster, [f'{n.host}:{n.port}' for n in two_nodes])
             for n in cluster.status():
                 assert cluster.send_file(str(tmp_path / 'sent.txt'), f'{n.ip_addr}:{n.port}') == 0
             job = cluster.submit(5)
@@ -284,21 +300,26 @@ def test_provisional_results_and_files_go_through_the_scheduler(two_nodes, tmp_p
     assert (tmp_path / 'direct.txt').read_text() == 'relay=False'
 
 
+def ran_on(markers, node):
+    """How many held() jobs have started on ``node`` (NodeProcess)."""
+    return sum((markers / name).read_text().startswith(node.prefix + os.sep)
+               for name in os.listdir(markers) if name.startswith('ran-'))
+
+
 def test_node_lost_mid_run_reentrant_jobs_run_elsewhere(tmp_path):
     with NodeProcess(cpus=2, secret='ns') as keep:
         lost = NodeProcess(cpus=2, secret='ns')
         try:
             with scheduler_for([keep, lost]) as sched:
-                cluster = shared(slow, sched, reentrant=True)
+                cluster = shared(held, sched, reentrant=True)
                 try:
-                    cluster.submit(0)()
-                    time.sleep(0.5)
-                    jobs = [cluster.submit(1.0) for _ in range(8)]
-                    time.sleep(0.4)
+                    wait_for_nodes(cluster, [f'{n.host}:{n.port}' for n in (keep, lost)])
+                    jobs = [cluster.submit(str(tmp_path)) for _ in range(8)]
+                    wait_until(lambda: ran_on(tmp_path, lost), 30, 'a job running on the node')
                     os.kill(lost.proc.pid, signal.SIGKILL)
-                    assert [j() for j in jobs] == [1.0] * 8
+                    (tmp_path / 'go').touch()   # held until now: none could end on the lost node
+                    assert [j() for j in jobs] == [str(tmp_path)] * 8
                     assert all(j.status == dispylike.DispyJob.Finished for j in jobs)
-                    # none could end on the lost node (1 s jobs, killed after 0.4 s)
                     assert {j._node.port for j in jobs} == {keep.port}
                 finally:
                     cluster.close()

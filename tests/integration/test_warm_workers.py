@@ -167,7 +167,7 @@ def test_a_crash_fails_only_its_own_job(node1, kind, words):
             assert wait_gone(before)
 
 
-def chatty(n, steps):
+def chatty(n, steps, acks):
     import os
     import sys
     import time
@@ -175,7 +175,12 @@ def chatty(n, steps):
     print('err', n, file=sys.stderr)
     for i in range(steps):
         dispy_provisional_result((n, i))  # noqa: F821
-        time.sleep(0.05)   # the callback reads the job later: let it see this result
+        # job_status reads the live job: the next result waits until it has seen this one
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(acks, f'{n}-{i}')):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f'job_status did not see ({n}, {i}) in 30 s')
+            time.sleep(0.01)
     name = f'file-{n}.txt'
     with open(name, 'w') as f:
         f.write(f'from job {n}')
@@ -186,17 +191,20 @@ def chatty(n, steps):
 
 def test_capture_provisional_results_and_files_per_job(node1, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    acks = tmp_path / 'acks'
+    acks.mkdir()
     seen = []
-    with warm_cluster(node1, chatty, job_status=lambda j: seen.append((j.id, j.status,
-                                                                        j.result))) as c:
-        jobs = [c.submit(n, 2) for n in range(3)]
+
+    def job_status(job):
+        status, result = job.status, job.result
+        seen.append((job.id, status, result))
+        if status == DispyJob.ProvisionalResult:
+            (acks / f'{result[0]}-{result[1]}').touch()       # the job may go on
+
+    with warm_cluster(node1, chatty, job_status=job_status) as c:
+        jobs = [c.submit(n, 2, str(acks)) for n in range(3)]
         results = [j() for j in jobs]
-        # files are saved and callbacks run off the I/O loop: wait for them before close
-        # (close does not wait for files still being saved; fork per job alike)
-        deadline = time.time() + 10
-        while time.time() < deadline and (len(seen) < 9 or not all(
-                (tmp_path / f'file-{n}.txt').exists() for n in range(3))):
-            time.sleep(0.05)
+    # close() returned: the files jobs sent are saved and queued callbacks have run
     assert len({pid for _, pid in results}) == 1               # one worker ran all three
     for n, job in enumerate(jobs):
         assert job.stdout == f'out {n}\n' and job.stderr == f'err {n}\n'

@@ -12,6 +12,7 @@ import cloudpickle
 import pytest
 
 import dispylike
+from dispylike.testing import wait_for_nodes, wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 pytestmark = pytest.mark.multihost
@@ -24,12 +25,14 @@ def where(n):
     return socket.gethostname(), n
 
 
-def run_jobs(lab, count=24, **cluster_kw):
-    """Run ``count`` jobs from h1; return {hostname: jobs}."""
+def run_jobs(lab, expect, count=24, **cluster_kw):
+    """Run ``count`` jobs from h1 once the nodes at addresses ``expect`` are set up (the
+    first one up could otherwise run them all); return {hostname: jobs}."""
     cluster_kw.setdefault('secret', 'lab')
     with lab.netns('h1'):
         cluster = dispylike.JobCluster(where, **cluster_kw)
     with cluster:
+        wait_for_nodes(cluster, expect)
         jobs = [cluster.submit(i) for i in range(count)]
         assert cluster.wait(timeout=60), [j.status for j in jobs]
         assert sorted(j.result[1] for j in jobs) == list(range(count))
@@ -39,21 +42,22 @@ def run_jobs(lab, count=24, **cluster_kw):
 def test_broadcast_discovery_finds_every_node(lab, start_node):
     for host in ('h2', 'h3', 'h4'):
         start_node(host, '-i', lab.ip(host))
-    spread = run_jobs(lab)
+    spread = run_jobs(lab, [lab.ip(h) for h in ('h2', 'h3', 'h4')])
     assert set(spread) == {'h2', 'h3', 'h4'}
 
 
 def test_ipv4_multicast_discovery(lab, start_node):
     for host in ('h2', 'h3'):
         start_node(host, '-i', lab.ip(host), '--ipv4_udp_multicast')
-    spread = run_jobs(lab, ipv4_udp_multicast=True, host=lab.ip('h1'))
+    spread = run_jobs(lab, [lab.ip('h2'), lab.ip('h3')], ipv4_udp_multicast=True,
+                      host=lab.ip('h1'))
     assert set(spread) == {'h2', 'h3'}
 
 
 def test_ipv6_multicast_discovery(lab, start_node):
     for host in ('h2', 'h3'):
         start_node(host, '-i', lab.ip6(host))
-    spread = run_jobs(lab, host=lab.ip6('h1'))
+    spread = run_jobs(lab, [lab.ip6('h2'), lab.ip6('h3')], host=lab.ip6('h1'))
     assert set(spread) == {'h2', 'h3'}
 
 
@@ -65,6 +69,7 @@ def test_node_started_after_the_client_joins(lab, start_node):
         assert cluster.submit(0)()[0] == 'h2'
         late = start_node('h3', '-i', lab.ip('h3'), '--scheduler_host', lab.ip('h1'))
         assert f"{lab.ip('h1')}:9700" in late.log()  # announced by broadcast and unicast
+        wait_for_nodes(cluster, [lab.ip('h2'), lab.ip('h3')])
         jobs = [cluster.submit(i) for i in range(40)]
         assert cluster.wait(60)
         assert {j.result[0] for j in jobs} == {'h2', 'h3'}
@@ -73,18 +78,19 @@ def test_node_started_after_the_client_joins(lab, start_node):
 def test_wildcards_and_unicast_hosts(lab, start_node):
     for host in ('h2', 'h3', 'h4'):
         start_node(host, '-i', lab.ip(host))
-    spread = run_jobs(lab, nodes=[f'{lab.subnet}.3', f'{lab.subnet}.4'])   # unicast only
+    h2, h3, h4 = (lab.ip(h) for h in ('h2', 'h3', 'h4'))
+    spread = run_jobs(lab, [h3, h4], nodes=[f'{lab.subnet}.3', f'{lab.subnet}.4'])  # unicast
     assert set(spread) == {'h3', 'h4'}
-    spread = run_jobs(lab, nodes=[f'{lab.subnet}.2*', '10.99.*'])               # wildcards
+    spread = run_jobs(lab, [h2], nodes=[f'{lab.subnet}.2*', '10.99.*'])          # wildcards
     assert set(spread) == {'h2'}
-    spread = run_jobs(lab, nodes=[f'{lab.subnet}.*'])
+    spread = run_jobs(lab, [h2, h3, h4], nodes=[f'{lab.subnet}.*'])
     assert set(spread) == {'h2', 'h3', 'h4'}
 
 
 def test_jobs_are_spread_over_equal_nodes(lab, start_node):
     for host in ('h2', 'h3', 'h4'):
         start_node(host, '-i', lab.ip(host))
-    spread = run_jobs(lab, count=60)
+    spread = run_jobs(lab, [lab.ip(h) for h in ('h2', 'h3', 'h4')], count=60)
     assert all(12 <= spread[h] <= 28 for h in ('h2', 'h3', 'h4')), spread
 
 
@@ -92,9 +98,10 @@ def test_node_with_another_secret_never_joins(lab, start_node, caplog):
     start_node('h2', '-i', lab.ip('h2'))
     other = start_node('h3', '-i', lab.ip('h3'), secret='other')
     with caplog.at_level(logging.INFO, logger='dispylike'):
-        spread = run_jobs(lab, count=10)
+        spread = run_jobs(lab, [lab.ip('h2')], count=10)
     assert set(spread) == {'h2'}
-    assert 'ignored datagram' in other.log()          # the probe was refused, not crashed on
+    # the probe was refused, not crashed on (its log line may come after the jobs)
+    wait_until(lambda: 'ignored datagram' in other.log(), 10, 'h3 refused the probe')
     assert other.proc.poll() is None
 
 
@@ -102,7 +109,7 @@ def test_a_loopback_node_is_neither_advertised_nor_answering(lab, start_node, ca
     start_node('h2', '-i', lab.ip('h2'))
     start_node('h3', '-i', '127.0.0.1')
     with caplog.at_level(logging.DEBUG, logger='dispylike'):
-        spread = run_jobs(lab, count=10)
+        spread = run_jobs(lab, [lab.ip('h2')], count=10)
     assert set(spread) == {'h2'}
     assert not [r for r in caplog.records if lab.ip('h3') in r.getMessage()]  # never answered
 

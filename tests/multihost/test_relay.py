@@ -232,6 +232,8 @@ def test_a_shared_cluster_uses_the_other_subnet_through_scheduler_and_relay(subn
     with subnets.a.netns('h1'):
         cluster = dispylike.SharedJobCluster(square, scheduler_node='10.77.0.1', secret='cs')
     try:
+        # both nodes set up first: else the first one ready may run all 20 instant jobs
+        assert wait_for_nodes(cluster, {'10.78.0.2', '10.78.0.3'}) == {'10.78.0.2', '10.78.0.3'}
         jobs = [cluster.submit(i) for i in range(20)]
         assert cluster.wait(timeout=60), [j.status for j in jobs]
         assert [j.result for j in jobs] == [i * i for i in range(20)]
