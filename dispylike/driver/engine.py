@@ -135,8 +135,8 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         self._locals: list[LocalNodeProcess] = []
         self._joins: set[asyncio.Task] = set()
         self._flush_pending = False
-        self._loop: asyncio.AbstractEventLoop | None = None   # kept: get_running_loop()
-        self._closing = False                                 # is a getpid() before 3.12
+        self._loop: asyncio.AbstractEventLoop | None = None   # kept: see stream._loop
+        self._closing = False
         self.specs: list[NodeAllocate] = []
         self._known: set[str] = set()            # host:port joined or joining
         self._closing_links: set[str] = set()    # released on purpose: not 'lost'
