@@ -75,6 +75,8 @@ def test_two_programs_share_the_nodes_and_interleave_on_them(two_nodes):
         a = shared(compute, sched)
         b = shared(compute, sched)
         try:
+            for cluster in (a, b):    # both set up on both nodes: a's 40 jobs take ~0.5 s
+                wait_for_nodes(cluster, [f'{n.host}:{n.port}' for n in two_nodes])
             jobs_a = [a.submit(i) for i in range(40)]
             jobs_b = [b.submit(i) for i in range(40)]
             assert [j() for j in jobs_a] == [i * i for i in range(40)]
@@ -125,10 +127,12 @@ def test_first_come_serves_the_earlier_program_first(two_nodes):
         a = shared(slow, sched)
         b = shared(slow, sched)
         try:
-            a.submit(0)(), b.submit(0)()    # both set up on both nodes (work-conserving:
-            time.sleep(0.5)                 # a program with no node yet lets others run)
-            jobs_a = [a.submit(0.4) for _ in range(8)]     # 4 CPUs: two rounds
-            time.sleep(0.2)
+            for cluster in (a, b):   # both set up on both nodes (work-conserving: a
+                wait_for_nodes(cluster, [f'{n.host}:{n.port}' for n in two_nodes])  # program
+            jobs_a = [a.submit(0.4) for _ in range(8)]     # with no node lets others run)
+            # 4 CPUs: a's first round runs, the rest of a's jobs wait at the scheduler
+            wait_until(lambda: sum(j.status == dispylike.DispyJob.Running
+                                   for j in jobs_a) >= 4, 30, "a's first round running")
             jobs_b = [b.submit(0.1) for _ in range(2)]
             for job in jobs_a + jobs_b:
                 job()
