@@ -24,6 +24,15 @@ def submit_unserved(cluster: Any, *args: Any, wait: float = 2.0) -> DispyJob:
     return job
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (FileNotFoundError, ProcessLookupError):   # gone between the open and the read
+        return False
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
     """Poll ``predicate`` until it returns a true value (returned), for at most ``timeout``
     seconds; then fail with ``what`` in the message.  Tests wait for an event they can

@@ -13,7 +13,7 @@ import cloudpickle
 import pytest
 
 import dispylike
-from dispylike.testing import NodeProcess, SchedulerProcess, wait_for_nodes, wait_until
+from dispylike.testing import NodeProcess, SchedulerProcess, pid_alive, wait_for_nodes, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])   # functions use dispy_* globals
@@ -202,14 +202,6 @@ KILLED_CLIENT = textwrap.dedent('''
 ''')
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_a_killed_client_has_its_jobs_terminated_and_others_go_on(two_nodes, tmp_path):
     marks = tmp_path / 'marks'
     marks.mkdir()
@@ -222,11 +214,11 @@ def test_a_killed_client_has_its_jobs_terminated_and_others_go_on(two_nodes, tmp
                                   capture_output=True, text=True, timeout=60)
             assert proc.returncode == -9, proc.stderr
             pids = [int((marks / f'job{i}').read_text()) for i in range(2)]
-            assert all(alive(pid) for pid in pids)          # jobs go on for zombie_interval
+            assert all(pid_alive(pid) for pid in pids)          # jobs go on for zombie_interval
             deadline = time.monotonic() + 30
-            while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert not any(alive(pid) for pid in pids), 'the dead client\'s jobs still run'
+            assert not any(pid_alive(pid) for pid in pids), 'the dead client\'s jobs still run'
             assert [j() for j in steady] == [0.2] * 10
             assert other.submit(0.1)() == 0.1
         finally:

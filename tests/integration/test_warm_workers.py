@@ -16,7 +16,7 @@ from dispylike.execution.computation import package
 from dispylike.execution.host import ComputationHost
 from dispylike.node.options import NodeOptions
 from dispylike.status import JobStatus
-from dispylike.testing import InProcessNode
+from dispylike.testing import InProcessNode, pid_alive
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -32,19 +32,11 @@ def pid_of(n, wait=0.0):
     return n, os.getpid(), os.getppid()
 
 
-def alive(pid):
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except (FileNotFoundError, ProcessLookupError):   # gone between the open and the read
-        return False
-
-
 def wait_gone(pid, timeout=10.0):
     deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not alive(pid)
+    return not pid_alive(pid)
 
 
 def test_jobs_run_in_reused_processes_of_their_own(node):

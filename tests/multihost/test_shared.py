@@ -15,6 +15,7 @@ import time
 import pytest
 
 from dispylike.execution.processes import child_env
+from dispylike.testing import pid_alive
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(180)]
 
@@ -78,14 +79,6 @@ class Program:
         return data
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def wait_for_log(daemon, text, timeout=30):
     deadline = time.time() + timeout
     while text not in daemon.log() and time.time() < deadline:
@@ -133,9 +126,9 @@ def test_three_programs_share_three_nodes(lab, start_node, start_scheduler):
     assert all(1 <= share <= 4 for share in shares.values()), shares   # 6 CPUs, 2 or 3 programs
     # the crashed program's jobs are terminated on the nodes (zombie_interval 3 s)
     deadline = time.time() + 30
-    while any(alive(pid) for pid in pids) and time.time() < deadline:
+    while any(pid_alive(pid) for pid in pids) and time.time() < deadline:
         time.sleep(0.2)
-    assert not any(alive(pid) for pid in pids), 'jobs of the crashed program still run'
+    assert not any(pid_alive(pid) for pid in pids), 'jobs of the crashed program still run'
     assert 'zombie_interval' in sched.log()
     for node in nodes:
         assert 'Traceback' not in node.log()
