@@ -21,6 +21,7 @@ from ..execution.computation import job_depends, package
 from ..job import DispyJob
 from ..log import setup_logging
 from ..nodes import DispyNode, node_spec
+from ..protocol.payload import dumps_payload
 from ..security.tls import maybe_client_context
 from .callbacks import CallbackRunner
 from .loopthread import LoopThread
@@ -180,10 +181,8 @@ class JobCluster:
         deps = kwargs.pop('dispy_job_depends', None)
         if self._package.is_program and (kwargs or not all(isinstance(a, str) for a in args)):
             raise TypeError('arguments of a program computation must be strings')
-        if deps:
-            payload = cloudpickle.dumps((args, kwargs, job_depends(deps)), protocol=5)
-        else:
-            payload = cloudpickle.dumps((args, kwargs), protocol=5)
+        payload = dumps_payload((args, kwargs, job_depends(deps)) if deps else (args, kwargs),
+                                cloudpickle.Pickler)
         job = DispyJob(next(self._uids), args, kwargs, payload, self._lock)
         if self.recover_file:
             job._id_hook = self._journal_id

@@ -36,6 +36,7 @@ from ..execution.computation import Package
 from ..job import DispyJob
 from ..nodes import DispyNode, DispyNodeAvailInfo
 from ..persistence.journal import RecoverJournal
+from ..protocol.payload import payload_bytes
 from ..protocol import messages as m
 from ..status import JobStatus, NodeStatus
 from ..transport.connection import Connection, connect
@@ -147,7 +148,7 @@ class SharedEngine(Journaling):
             if self._journal_task is None:
                 self._journal_task = asyncio.get_running_loop().create_task(
                     self._journal_writer())
-        self._outbox.append((job._uid, _node_name(node), job._payload))
+        self._outbox.append((job._uid, _node_name(node), payload_bytes(job._payload)))
         if not self._flush_pending:
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -331,7 +332,7 @@ class SharedEngine(Journaling):
         known = there | self._sent_on_link | {uid for uid, _, _ in self._outbox}
         for uid, job in self.jobs.items():
             if uid not in known and job._payload is not None:
-                self._outbox.append((uid, '', job._payload))
+                self._outbox.append((uid, '', payload_bytes(job._payload)))
         self._flush()
 
     def _abandon_all(self, reason: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import pickle
 import ssl
 import time
@@ -36,10 +37,12 @@ from ..job import DispyJob
 from ..nodes import DispyNode, DispyNodeAvailInfo, LocalNode, NodeAllocate
 from ..persistence.journal import RecoverJournal
 from ..protocol import messages as m
+from ..protocol.payload import payload_bytes
 from ..scheduling.state import Dispatch, Finalize, Requeued, Scheduler, SendCancel
 from ..status import JobStatus, NodeStatus
 from ..transport.connection import Connection, connect
 from ..transport.loop import set_event
+from . import samehost
 from .finder import NodeFinder
 from .journaling import Journaling
 from .local import LocalNodeProcess
@@ -110,6 +113,7 @@ class NodeLink:
     idle: asyncio.Event = field(default_factory=set_event)   # no job of ours runs there
     user_paused: bool = False        # deallocate_node
     service_paused: bool = False     # the node is out of service hours
+    shared: samehost.SharedDir | None = None   # the node's transfer directory, shared
 
     @property
     def accepting(self) -> bool:
@@ -118,6 +122,9 @@ class NodeLink:
 
 class Engine(NodeFinder, NodeManagement, Journaling):
     """All mutable cluster state lives here and is touched only on the I/O loop."""
+
+    #: Large results from a node on this host are read from its files (see samehost).
+    LOCAL_RESULTS = True
 
     def __init__(self, cfg: EngineConfig, cluster: Any,
                  on_job_done: Callable[[DispyJob], None],
@@ -312,7 +319,10 @@ class Engine(NodeFinder, NodeManagement, Journaling):
         if not reply.ok:
             self._on_status(NodeStatus.Closed, node, None)   # the node failed: say so
             raise ComputationError(f'on {info.name}: {reply.error}')
-        return NodeLink(key, conn, node, spec=spec)
+        shared = samehost.shared_dir(reply.xfer_dir, reply.xfer_token)
+        if shared is not None and self.LOCAL_RESULTS:
+            conn.send(m.LocalResults(cfg.comp_id))
+        return NodeLink(key, conn, node, spec=spec, shared=shared)
 
     def _setup_args(self, spec: NodeAllocate) -> bytes:
         return cloudpickle.dumps(spec.setup_args, protocol=5) if spec.setup_args else b''
@@ -477,7 +487,10 @@ class Engine(NodeFinder, NodeManagement, Journaling):
     def _dispatch(self, action: Dispatch) -> None:
         link = self.links[action.node]
         job = self.jobs[action.uid]
-        link.outbox.append((action.uid, action.attempt, job._payload))
+        payload = job._payload
+        if link.shared is not None:
+            payload = link.shared.arguments(action.uid, action.attempt, payload)
+        link.outbox.append((action.uid, action.attempt, payload_bytes(payload)))
         node = link.node
         node.busy += 1
         link.idle.clear()
@@ -503,8 +516,11 @@ class Engine(NodeFinder, NodeManagement, Journaling):
 
     def _on_replies(self, link: NodeLink, replies: tuple) -> None:
         acks = []
+        shared = link.shared
         for uid, attempt, status, start, end, payload in replies:
             acks.append((uid, attempt))
+            if shared is not None:
+                shared.replied(uid, attempt)
             status = JobStatus(status)      # final: checked when decoded
             final, actions = self.sched.reply(uid, attempt, link.key, status)
             if final is None:
@@ -516,11 +532,18 @@ class Engine(NodeFinder, NodeManagement, Journaling):
             if node.busy == 0:
                 link.idle.set()
             node.jobs_done += 1
+            try:
+                payload = samehost.result(shared if self.LOCAL_RESULTS else None, payload)
+            except ProtocolError as exc:
+                log.error('job %s: bad reply from %s: %s', uid, link.key, exc)
+                payload = pickle.dumps((None, None, None, f'its result was lost: {exc}'))
             node.rx += len(payload)
             if end > start:
                 node.cpu_time += end - start
                 self._note_job_time(link, end - start)
             self._deliver(self.jobs.pop(uid), final, start, end, payload)
+            if type(payload) is mmap.mmap:
+                payload.close()
             self._apply(actions)
         link.conn.send(m.AckReplies(tuple(acks)))
 

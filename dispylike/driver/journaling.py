@@ -40,10 +40,12 @@ class Journaling:
             for job in jobs:
                 if job._payload is None:
                     continue          # already over: nothing to recover
+                # a SplitPayload is over KEEP_ARGS_MAX: its arguments are not kept anyway
+                blob = job._payload if type(job._payload) is bytes else b''
                 try:
-                    journal.submitted(job._uid, job.id, job._payload)
+                    journal.submitted(job._uid, job.id, blob)
                 except Exception:  # noqa: BLE001 - an id plain pickle cannot store
-                    journal.submitted(job._uid, repr(job.id), job._payload)
+                    journal.submitted(job._uid, repr(job.id), blob)
         if self._journal_dispatches:
             dispatches, self._journal_dispatches = self._journal_dispatches, []
             for uid, key, attempt in dispatches:

@@ -44,7 +44,7 @@ class JobOutcome:
     status: JobStatus
     start_time: float
     end_time: float
-    payload: bytes
+    payload: bytes | str        # str: the path of the transfer file holding it
     cpu_time: float = 0.0
 
 
@@ -57,10 +57,12 @@ def failure_payload(message: str) -> bytes:
 MAX_FILE_RESULT = 1 << 31
 
 
-def outcome_from_file(header: bytes, payload: bytes, cpu_time: float) -> JobOutcome:
+def outcome_from_file(header: bytes, payload: bytes | str, cpu_time: float) -> JobOutcome:
     """The outcome of a 'done' report whose payload came in a transfer file (pure)."""
     status, start, end, _size = channel.RESULT_HEADER.unpack(header)
     if status not in _FINAL_FROM_JOB:
+        if isinstance(payload, str):
+            xfer.discard(payload)
         return JobOutcome(JobStatus.Terminated, 0.0, 0.0,
                           failure_payload('malformed result from the job process'), cpu_time)
     return JobOutcome(JobStatus(status), start, end, payload, cpu_time)
@@ -89,8 +91,17 @@ def zygote_command(fd: int) -> list[str]:
 
 
 def zygote_env() -> dict[str, str]:
+    """The computation process's environment: this one, the package importable, and
+    glibc's malloc asked to back large blocks with huge pages where the system lets a
+    program ask (THP "madvise"): a job unpickling a 20 MB argument then takes ~10
+    page faults instead of ~5,000 (issue 8, W3).  ``DISPYLIKE_HUGEPAGES=0`` or a
+    GLIBC_TUNABLES naming the setting leaves it alone."""
     paths = [PACKAGE_ROOT] + [p for p in sys.path if p and os.path.isdir(p)]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    tunables = env.get('GLIBC_TUNABLES', '')
+    if env.get('DISPYLIKE_HUGEPAGES', '1') != '0' and 'glibc.malloc.hugetlb' not in tunables:
+        env['GLIBC_TUNABLES'] = ':'.join(filter(None, [tunables, 'glibc.malloc.hugetlb=1']))
+    return env
 
 
 class ComputationHost:
@@ -222,7 +233,7 @@ class ComputationHost:
         return error or ''
 
     # --- jobs -------------------------------------------------------------------
-    def run(self, uid: int, attempt: int, payload: bytes, lend: bool = True,
+    def run(self, uid: int, attempt: int, payload: bytes | str, lend: bool = True,
             on_done: Callable[[JobOutcome], None] | None = None) -> asyncio.Future | None:
         """Send a job, with a CPU lent to start it at once or to wait for one in the
         process.  Its :class:`JobOutcome` goes to ``on_done`` (called as the process's
@@ -238,7 +249,9 @@ class ComputationHost:
             return fut
         self._runs[uid] = (attempt, on_done)
         self.lent += lend
-        if len(payload) >= xfer.XFER_MIN and self.xfer_dir:
+        if isinstance(payload, str):
+            pass         # a transfer file already (written by a client on this host)
+        elif len(payload) >= xfer.XFER_MIN and self.xfer_dir:
             path = os.path.join(self.xfer_dir, f'{uid}-{attempt}.in')
             try:
                 xfer.put(path, payload)
@@ -337,7 +350,9 @@ class ComputationHost:
                     outcome = outcome_from_report(wait_status, float(cpu_time), result)
                 entry[1](outcome)
             elif isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
-                self._file_outcome(result, 0.0)   # a stale report: its file goes anyway
+                stale = self._file_outcome(result, 0.0)   # a stale report: its file goes
+                if isinstance(stale.payload, str):
+                    xfer.discard(stale.payload)
             if released:
                 self._release(1)
         elif kind == 'returned' and len(msg) == 1:
@@ -375,14 +390,15 @@ class ComputationHost:
             raise ProtocolError(f'unknown message {kind!r}')
 
     def _file_outcome(self, result: tuple, cpu_time: float) -> JobOutcome:
-        """A result left in a transfer file: checked, read, removed."""
+        """A result left in a transfer file: checked and left there (the outcome's
+        payload is its path: the node reads it, or a client on this host does)."""
         try:
             header, name = result
             if not (isinstance(header, bytes) and len(header) == channel.RESULT_HEADER.size
                     and isinstance(name, str)):
                 raise ProtocolError('malformed transfer file report')
             size = channel.RESULT_HEADER.unpack(header)[3]
-            payload = xfer.take_confined(self.xfer_dir, name, size, MAX_FILE_RESULT)
+            payload = xfer.take_confined(self.xfer_dir, name, size, MAX_FILE_RESULT, keep=True)
         except (ProtocolError, ValueError) as exc:
             return JobOutcome(JobStatus.Terminated, 0.0, 0.0,
                               failure_payload(f'malformed result from the job process: {exc}'),

@@ -218,7 +218,7 @@ def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
     status, parts = _serialize_reply(result, out, err, exc, status)
     size = sum(len(part) for part in parts)
     head = channel.RESULT_HEADER.pack(int(status), start, time.time(), size)
-    if size >= xfer.XFER_MIN and _xfer_dir and _result_to_file(head, parts, wfd):
+    if size >= xfer.XFER_MIN and _xfer_dir and _result_to_file(head, parts, size, wfd):
         return
     record = channel.RECORD.pack(channel.RESULT, len(head) + size)
     if size < SMALL:
@@ -230,15 +230,17 @@ def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
             write_all(wfd, part)
 
 
-def _result_to_file(head: bytes, body: list, wfd: int) -> bool:
-    """A large result goes to a transfer file and the record names it (False if the
-    file cannot be written: it goes through the pipe then)."""
+def _result_to_file(head: bytes, body: list, size: int, wfd: int) -> bool:
+    """A large result goes to a transfer file (a spare one reused if there is one) and
+    the record names it (False if the file cannot be written: it goes through the
+    pipe then)."""
     global _xfer_count
     _xfer_count += 1
     name = f'{os.getpid()}-{_xfer_count}.out'
     try:
-        xfer.put(os.path.join(_xfer_dir, name), body)
+        xfer.put_reusing(_xfer_dir, name, body, size)
     except OSError:
+        xfer.discard(os.path.join(_xfer_dir, name))
         return False
     tail = head + name.encode()
     write_all(wfd, channel.RECORD.pack(channel.RESULT_FILE, len(tail)) + tail)

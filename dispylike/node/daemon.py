@@ -149,6 +149,7 @@ class NodeDaemon(Housekeeping):
             m.StartComputation: self._on_start,
             m.RunJobs: self._on_run,
             m.AckReplies: lambda session, msg: session.ack(msg.keys),
+            m.LocalResults: self._on_local_results,
             m.CancelJob: self._on_cancel,
             m.CloseComputation: self._on_close,
             m.Heartbeat: lambda session, msg: None,   # receiving it is the point
@@ -249,6 +250,7 @@ class NodeDaemon(Housekeeping):
     # --- per connection ---------------------------------------------------------
     async def _serve_client(self, conn: Connection) -> None:
         session = ClientSession(conn, self._spill_dir())
+        session.retained.file_done = xfer.recycle     # a result file read: reused
         me = asyncio.current_task()
         self._sessions.add(me)
         log.debug('client %s connected', conn.peer)
@@ -474,7 +476,17 @@ class NodeDaemon(Housekeeping):
             await host.close(run_cleanup=True)
             self.hosts.discard(host)
             return
-        session.send(m.ComputationReady(comp.comp_id, True, '', comp.dest_path))
+        session.send(m.ComputationReady(comp.comp_id, True, '', comp.dest_path, host.xfer_dir,
+                                        xfer.token_of(host.xfer_dir) if host.xfer_dir else ''))
+
+    def _on_local_results(self, session: ClientSession, msg: m.LocalResults) -> None:
+        """The client is on this host and reads our transfer directory (it found the
+        token there): large results go to it as paths from now on, on this connection."""
+        comp = self._comp(session, msg.comp_id)
+        if comp.host is None or not comp.host.xfer_dir:
+            raise ProtocolError(f'LocalResults for computation {comp.name!r} without a '
+                                'transfer directory')
+        session.local_results = True
 
     def _shutdown_requested(self) -> None:
         """A cleanup function called dispynode_shutdown()."""
@@ -521,6 +533,15 @@ class NodeDaemon(Housekeeping):
         for uid, attempt, payload in msg.jobs:
             if uid in comp.running or uid in comp.queued:
                 raise ProtocolError(f'job {uid} sent twice')
+            if isinstance(payload, str):    # a client on this host wrote the file
+                try:
+                    payload = xfer.adopt(comp.host.xfer_dir, payload, DEFAULT_MESSAGE_CAP)
+                except ProtocolError as exc:
+                    log.warning('job %s of %s: %s', uid, session.client, exc)
+                    session.reply((uid, attempt, int(JobStatus.Terminated), 0.0, 0.0,
+                                   failure_payload(f'its arguments did not reach the node: '
+                                                   f'{exc}')))
+                    continue
             comp.queued.add(uid)
             self.queue.append(_Queued(session, comp, uid, attempt, payload))
         self._pump()
@@ -554,9 +575,13 @@ class NodeDaemon(Housekeeping):
 
     def _job_done(self, session: ClientSession, comp: NodeComputation, uid: int, attempt: int,
                   outcome: JobOutcome) -> None:
-        if len(outcome.payload) > MAX_RESULT_BYTES:
+        payload = outcome.payload
+        size = _size_of(payload)
+        if size > MAX_RESULT_BYTES:
+            if isinstance(payload, str):
+                xfer.discard(payload)
             outcome = JobOutcome(JobStatus.Terminated, outcome.start_time, outcome.end_time,
-                                 failure_payload(f'the result is {len(outcome.payload)} bytes; '
+                                 failure_payload(f'the result is {size} bytes; '
                                                  f'the limit is {MAX_RESULT_BYTES}: save it to '
                                                  'a file instead'))
         self.jobs_done += 1
@@ -564,9 +589,13 @@ class NodeDaemon(Housekeeping):
             del comp.running[uid]
             if not comp.running:
                 comp.idle.set()
+        payload = outcome.payload
+        if isinstance(payload, str) and not (session.local_results and
+                                             comp.comp_id in session.comps):
+            payload = _take_result(payload)    # the client reads it from us, not the file
         if comp.comp_id in session.comps:
             session.reply((uid, attempt, int(outcome.status), outcome.start_time,
-                           outcome.end_time, outcome.payload))
+                           outcome.end_time, payload))
         self._pump()
 
     def _on_cancel(self, session: ClientSession, msg: m.CancelJob) -> None:
@@ -574,6 +603,8 @@ class NodeDaemon(Housekeeping):
             if q.session is session and q.uid == msg.uid and q.attempt == msg.attempt:
                 self.queue.remove(q)
                 q.comp.queued.discard(q.uid)
+                if isinstance(q.payload, str):
+                    xfer.discard(q.payload)
                 session.reply((msg.uid, msg.attempt, int(JobStatus.Cancelled), 0.0, 0.0,
                                failure_payload('cancelled before it started')))
                 return
@@ -634,6 +665,28 @@ def _same_file(path: str, size: int, sha256: bytes) -> bool:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.digest() == sha256
+
+
+def _size_of(payload: bytes | str) -> int:
+    """A reply payload's size (str: the path of the transfer file holding it)."""
+    if isinstance(payload, str):
+        try:
+            return os.stat(payload).st_size
+        except OSError:
+            return 0
+    return len(payload)
+
+
+def _take_result(path: str) -> bytes:
+    """A result the job left in a transfer file, read (and the file kept for reuse)."""
+    try:
+        with open(path, 'rb', buffering=0) as f:
+            data = f.read()
+    except OSError as exc:
+        xfer.discard(path)
+        return failure_payload(f'the result was lost on the node: {exc.strerror}')
+    xfer.recycle(path)
+    return data
 
 
 def _safe_name(name: str) -> str:

@@ -244,29 +244,37 @@ class SetupComputation(_Base):
 
 @message(20)
 class ComputationReady(_Base):
+    """``xfer_dir``, ``xfer_token``: the node's transfer directory for this computation
+    and the token in it ('' if none): a client on the same host that finds the token
+    there may exchange large arguments and results through it (see execution.xfer)."""
     comp_id: str
     ok: bool
     error: str
     dest_path: str
+    xfer_dir: str = ''
+    xfer_token: str = ''
 
 
 @message(21)
 class RunJobs(_Base):
-    """Jobs to run: entries (uid, attempt, payload) where payload is opaque args."""
+    """Jobs to run: entries (uid, attempt, payload) where payload is opaque args, or
+    (a client on the node's host) the name of the file in the node's transfer
+    directory that holds them."""
     comp_id: str
     jobs: tuple
 
     def check(self) -> None:
-        _check_items('RunJobs', self.jobs, (int, int, bytes))
+        _check_items('RunJobs', self.jobs, (int, int, (bytes, str)))
 
 
 @message(22)
 class JobReplies(_Base):
-    """Finished jobs: (uid, attempt, status, start_time, end_time, payload)."""
+    """Finished jobs: (uid, attempt, status, start_time, end_time, payload); payload
+    is the pickled reply or (after LocalResults) the path of a file holding it."""
     replies: tuple
 
     def check(self) -> None:
-        _check_items('JobReplies', self.replies, (int, int, int, float, float, bytes))
+        _check_items('JobReplies', self.replies, (int, int, int, float, float, (bytes, str)))
         for reply in self.replies:
             if reply[2] not in _FINAL_STATUSES:
                 raise ProtocolError(f'JobReplies: job status {reply[2]} is not final')
@@ -486,3 +494,11 @@ class NodeRequestDone(_Base):
     def check(self) -> None:
         if not all(isinstance(u, int) and not isinstance(u, bool) for u in self.uids):
             raise ProtocolError('NodeRequestDone: malformed uids')
+
+
+@message(45)
+class LocalResults(_Base):
+    """Client -> node, on the node's host (it found ComputationReady's token): leave
+    large results of this computation in the transfer directory and send their paths;
+    each file is removed when its reply is acknowledged.  Ends with the connection."""
+    comp_id: str

@@ -51,6 +51,7 @@ class ForwardingEngine(Engine):
     session as they came from the node: the scheduler never unpickles user data."""
 
     comp: SharedComputation
+    LOCAL_RESULTS = False     # results go on to the client as they came, bytes
 
     def _deliver(self, job: DispyJob, status: JobStatus, start: float, end: float,
                  payload: bytes) -> None:

@@ -22,6 +22,7 @@ import shutil
 import struct
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConnectionClosed, DispyError
@@ -60,7 +61,11 @@ SPILL_HEAD = struct.Struct('!qqidd')
 
 
 class RetainedReplies:
-    """Replies not yet acknowledged, in order; payloads spill to ``spill_dir``."""
+    """Replies not yet acknowledged, in order; payloads spill to ``spill_dir``.
+    ``file_done(path)`` disposes of a file payload whose reply is no longer kept
+    (a node reuses it: ``xfer.recycle``)."""
+
+    file_done: Callable[[str], None] = staticmethod(lambda path: _remove(path))
 
     def __init__(self, spill_dir: str, memory_cap: int = MEMORY_CAP,
                  disk_cap: int = DISK_CAP) -> None:
@@ -77,10 +82,12 @@ class RetainedReplies:
         return len(self._entries)
 
     def add(self, entry: Reply) -> None:
+        """Keep ``entry``; a str payload is the path of a file holding it (a result a
+        client on this host reads there): kept as it is, and removed with the entry."""
         key, size = (entry[0], entry[1]), len(entry[5])
         if key in self._entries:
             return
-        if self.memory_bytes + size <= self.memory_cap:
+        if self.memory_bytes + size <= self.memory_cap or isinstance(entry[5], str):
             self._entries[key] = entry
             self.memory_bytes += size
         else:
@@ -145,6 +152,26 @@ class RetainedReplies:
                 pass
         elif value is not None:
             self.memory_bytes -= size
+            if isinstance(value[5], str):
+                self.file_done(value[5])
+
+    def inline(self) -> None:
+        """Replace each file payload by its content (the file removed): for a
+        connection that cannot read our files (a reconnection, ``recover_jobs``)."""
+        for key, value in list(self._entries.items()):
+            if isinstance(value, tuple) and isinstance(value[5], str):
+                try:
+                    with open(value[5], 'rb') as f:
+                        payload = f.read()
+                except OSError as exc:
+                    log.error('reply of job %d lost: %s', key[0], exc)
+                    self.discard(key)
+                    self.dropped += 1
+                    continue
+                self.file_done(value[5])
+                self.memory_bytes += len(payload) - self._sizes[key]
+                self._sizes[key] = len(payload)
+                self._entries[key] = (*value[:5], payload)
 
     def entries(self):
         """Every kept reply, oldest first (spilled payloads read back)."""
@@ -154,10 +181,20 @@ class RetainedReplies:
                 yield entry
 
     def clear(self) -> None:
+        for value in self._entries.values():
+            if isinstance(value, tuple) and isinstance(value[5], str):
+                self.file_done(value[5])
         self._entries.clear()
         self._sizes.clear()
         self.memory_bytes = self.disk_bytes = 0
         shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class ClientSession:
@@ -174,6 +211,7 @@ class ClientSession:
         self.detached_at = 0.0                   # monotonic; 0 while attached
         self.pulse_task: asyncio.Task | None = None
         self.serving = True                      # last ServiceChange sent
+        self.local_results = False               # LocalResults: large results as paths
         self._unsent: deque[tuple[int, int]] = deque()   # kept replies not sent yet
         self._flush_soon = False
         self._loop: asyncio.AbstractEventLoop | None = None   # kept: see stream._loop
@@ -243,6 +281,7 @@ class ClientSession:
 
     def detach(self) -> None:
         self.conn = None
+        self.local_results = False
         self._unsent.clear()
         self.detached_at = time.monotonic()
 
@@ -251,5 +290,7 @@ class ClientSession:
         self.conn = conn
         self.detached_at = 0.0
         self.last_rx = time.monotonic()
+        self.local_results = False          # until the new connection says otherwise
+        self.retained.inline()
         self._unsent = deque(self.retained.keys())
         self._flush()

@@ -1,6 +1,8 @@
 """Large arguments and results go between node and job process as transfer files in
 /dev/shm (not through the computation process): correct both ways, fork per job and
-warm, cleaned up, confined to the transfer directory."""
+warm, cleaned up, confined to the transfer directory.  A client on the node's host
+(these tests: the node runs here) also writes large arguments into that directory
+and reads large results from it, unless it cannot reach it: then the socket."""
 
 import glob
 import os
@@ -13,6 +15,7 @@ import pytest
 import dispylike
 from dispylike import DispyJob
 from dispylike.execution import xfer
+from dispylike.testing import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 pytestmark = pytest.mark.skipif(not os.path.isdir(xfer.SHM), reason='no /dev/shm')
@@ -25,13 +28,32 @@ def grow(data, factor):
 
 
 def node_files(node):
-    """The files in the node's transfer directories."""
+    """The files in the node's transfer directories (but the token)."""
     return [f for d in glob.glob(os.path.join(xfer.SHM, f'dispylike-xfer-{node.pid}-*'))
-            for f in os.listdir(d)]
+            for f in os.listdir(d) if f != xfer.TOKEN]
 
 
+def counted(func, results):
+    """``func`` (a function or method of the client's) that also records what each call
+    returned."""
+    def wrapper(*args):
+        result = func(*args)
+        results.append(result)
+        return result
+    return wrapper
+
+
+@pytest.mark.parametrize('shared', [True, False], ids=['same-host', 'socket'])
 @pytest.mark.parametrize('warm', [False, True])
-def test_large_arguments_and_results_arrive_whole_and_leave_nothing(node, warm):
+def test_large_arguments_and_results_arrive_whole_and_leave_nothing(node, warm, shared,
+                                                                    monkeypatch):
+    from dispylike.driver import samehost
+    if not shared:            # as for a node on another host: it cannot be reached
+        monkeypatch.setattr(samehost.xfer, 'reaches', lambda directory, token: False)
+    args, mapped = [], []
+    monkeypatch.setattr(samehost.SharedDir, 'arguments',
+                        counted(samehost.SharedDir.arguments, args))
+    monkeypatch.setattr(samehost.xfer, 'map_result', counted(samehost.xfer.map_result, mapped))
     big = os.urandom(1000) * 3000                                 # 3 MB: by file
     with dispylike.JobCluster(grow, nodes=[node.address], warm_workers=warm) as c:
         jobs = [c.submit(big, 2), c.submit(b'ab', 2 * MB), c.submit(b'small', 1)]
@@ -39,8 +61,14 @@ def test_large_arguments_and_results_arrive_whole_and_leave_nothing(node, warm):
         assert jobs[1]() == b'ab' * 2 * MB
         assert jobs[2]() == b'small'
         assert glob.glob(os.path.join(xfer.SHM, f'dispylike-xfer-{node.pid}-*'))
-        assert node_files(node) == []
+        wait_until(lambda: all(f.startswith((xfer.SPARE, xfer.KEPT_ARGUMENTS))
+                               for f in node_files(node)),
+                   10, 'only files kept for reuse are left once results are acknowledged')
     assert glob.glob(os.path.join(xfer.SHM, f'dispylike-xfer-{node.pid}-*')) == []
+    # the large argument (only) went as a file name, the two large results as paths
+    by_name = [r for r in args if isinstance(r, str)]
+    assert len(by_name) == (1 if shared else 0) and len(args) == (3 if shared else 0)
+    assert len(mapped) == (2 if shared else 0)
 
 
 def nap_then(data, seconds):
@@ -87,3 +115,19 @@ def test_a_forged_result_file_is_refused(node1, kind):
         assert job() is None and job.status == DispyJob.Terminated
         assert 'malformed result' in job.exception
         assert c.submit('ok')() == 'fine'      # and the node carries on
+
+
+@pytest.mark.parametrize('name', ['../../etc/passwd', 'c-missing.in', 'not-a-client-file'])
+def test_a_bad_argument_file_fails_its_job_and_the_node_serves_on(node1, name, monkeypatch):
+    """A RunJobs entry naming an argument file the node must not take (outside its
+    directory, missing, not a client's) fails that job with a clear reason."""
+    from dispylike.driver import samehost
+    real = samehost.SharedDir.arguments
+    monkeypatch.setattr(samehost.SharedDir, 'arguments', lambda self, uid, attempt, payload: (
+        name if uid == 1 else real(self, uid, attempt, payload)))
+    with dispylike.JobCluster(grow, nodes=[node1.address]) as c:
+        bad = c.submit(b'x', 1)
+        assert bad() is None and bad.status == DispyJob.Terminated
+        assert 'did not reach the node' in bad.exception
+        assert c.submit(b'y', 2)() == b'yy'
+    assert os.path.exists('/etc/passwd')
