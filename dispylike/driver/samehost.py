@@ -24,8 +24,11 @@ log = logging.getLogger('dispylike')
 
 
 def shared_dir(xfer_dir: str, token: str) -> SharedDir | None:
-    """The node's transfer directory if this client shares it, else None."""
-    return SharedDir(xfer_dir) if xfer_dir and xfer.reaches(xfer_dir, token) else None
+    """The node's transfer directory if this client shares it, else None (also with
+    ``DISPYLIKE_SAMEHOST=0`` in the environment: everything through the socket)."""
+    if not xfer_dir or os.environ.get('DISPYLIKE_SAMEHOST', '1') == '0':
+        return None
+    return SharedDir(xfer_dir) if xfer.reaches(xfer_dir, token) else None
 
 
 class SharedDir:

@@ -103,7 +103,7 @@ class _Queued:
     comp: NodeComputation
     uid: int
     attempt: int
-    payload: bytes
+    payload: bytes | str      # str: the path of the transfer file holding it
 
 
 class NodeDaemon(Housekeeping):
@@ -590,10 +590,12 @@ class NodeDaemon(Housekeeping):
             if not comp.running:
                 comp.idle.set()
         payload = outcome.payload
-        if isinstance(payload, str) and not (session.local_results and
-                                             comp.comp_id in session.comps):
-            payload = _take_result(payload)    # the client reads it from us, not the file
-        if comp.comp_id in session.comps:
+        if comp.comp_id not in session.comps:
+            if isinstance(payload, str):
+                xfer.discard(payload)          # nobody waits for it
+        else:
+            if isinstance(payload, str) and not session.local_results:
+                payload = _take_result(payload)   # the client reads it from us, not the file
             session.reply((uid, attempt, int(outcome.status), outcome.start_time,
                            outcome.end_time, payload))
         self._pump()

@@ -205,3 +205,17 @@ def test_a_client_reads_result_files_only_where_its_node_shares_them(tmp_path):
             samehost.result(shared, path)
     with pytest.raises(ProtocolError):
         samehost.result(None, os.path.join(d, 'r.out'))              # not shared at all
+
+
+def test_kept_replies_hold_result_paths_in_memory_and_hand_them_back_when_done(tmp_path):
+    kept = RetainedReplies(str(tmp_path / 'spill'), memory_cap=0, disk_cap=0)
+    done = []
+    kept.file_done = done.append
+    kept.add((1, 0, 11, 0.0, 0.0, '/x/1.out'))      # over both caps as bytes: kept anyway
+    kept.add((2, 0, 11, 0.0, 0.0, '/x/2.out'))
+    assert [e[5] for e in kept.entries()] == ['/x/1.out', '/x/2.out'] and kept.dropped == 0
+    assert not (tmp_path / 'spill').exists()
+    kept.discard((1, 0))                             # acknowledged
+    assert done == ['/x/1.out']
+    kept.clear()                                     # the computation closed
+    assert done == ['/x/1.out', '/x/2.out'] and len(kept) == 0
