@@ -43,6 +43,10 @@ READ_SIZE = 1 << 20
 SMALL = 1 << 16
 _LENGTH_SIZE = channel.LENGTH.size
 _unpack_length = channel.LENGTH.unpack_from
+_pack_head = channel.RESULT_HEADER.pack
+_pack_record = channel.RECORD.pack
+_loads, _dumps, _getsizeof = pickle.loads, pickle.dumps, sys.getsizeof
+_StringIO, _time, _write = io.StringIO, time.time, os.write
 _job_wfd = -1  # this job process's result pipe (for the senders below)
 _xfer_dir = ''  # where large results go as files ('' : through the pipe)
 _xfer_count = 0
@@ -54,41 +58,24 @@ def set_transfer_dir(path: str) -> None:
     _xfer_dir = path
 
 
-def _capture_run(loaded: Loaded, payload: bytes | mmap.mmap,
-                 ) -> tuple[Any, str, str, str | None, JobStatus]:
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    result: Any = None
-    exception = None
-    status = JobStatus.Finished
-    installed: list[str] = []
-    restore: dict[str, Any] | None = None
-    try:
-        args, kwargs, *extras = pickle.loads(payload)
-        if extras:
-            restore = {}
-            installed = install_job_depends(loaded, extras[0], restore)
-        if loaded.kind == 'program':
-            proc = subprocess.run([os.path.join('.', loaded.program), *args], check=False,
-                                  capture_output=True, text=True, errors='replace')
-            result = proc.returncode
-            out.write(proc.stdout)
-            err.write(proc.stderr)
-        else:
-            result = loaded.func(*args, **kwargs)
-    except BaseException:  # noqa: BLE001 - the job's own failure is its result
-        status = JobStatus.Terminated
-        exception = traceback.format_exc()
-        result = None
-    finally:
-        sys.stdout, sys.stderr = saved
-        for path in installed:  # a job's own depends go with it, whatever cleanup says
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        if restore is not None:  # and so do its names (a warm worker runs more jobs)
-            _restore_names(loaded.ns.__dict__, restore)
-    return result, out.getvalue(), err.getvalue(), exception, status
+#: Status values written in a RESULT header (plain ints: an enum member is one more
+#: object a job process would touch).
+_FINISHED, _TERMINATED = int(JobStatus.Finished), int(JobStatus.Terminated)
+#: A result whose own size (``sys.getsizeof``) is at least this is pickled as pieces
+#: (:class:`Pieces`), so that a large bytes object or array in it is not copied;
+#: smaller ones with ``pickle.dumps``, which touches fewer objects.  (A container of
+#: large objects still pickles right, with one more copy.)
+PIECES_MIN = 1 << 16
+
+
+def _run_program(loaded: Loaded, args: tuple, out: io.StringIO, err: io.StringIO) -> int:
+    """A program computation: run it with the job's arguments; its exit status is the
+    result and its output the job's."""
+    proc = subprocess.run([os.path.join('.', loaded.program), *args], check=False,
+                          capture_output=True, text=True, errors='replace')
+    out.write(proc.stdout)
+    err.write(proc.stderr)
+    return proc.returncode
 
 
 _ABSENT = object()
@@ -128,11 +115,10 @@ def _restore_names(ns: dict, saved: dict[str, Any]) -> None:
             ns[name] = value
 
 
-def _serialize_reply(result: Any, stdout: str, stderr: str, exception: str | None,
-                     status: JobStatus) -> tuple[JobStatus, list]:
-    """The reply pickled as pieces (``messages.Pieces``): a large bytes object in the
-    result is one of them, not copied into the pickle."""
-    reply = (result, stdout, stderr, exception)
+def _serialize_reply(reply: tuple, status: int) -> tuple[int, list]:
+    """The reply pickled as pieces (``messages.Pieces``), for a large result (a large
+    bytes object in it is one of the pieces, not copied) or one that plain pickle
+    refuses (then cloudpickle); a result neither can pickle becomes the reason."""
     for pickler in (pickle.Pickler, cloudpickle.CloudPickler):  # plain first: faster
         out = Pieces()
         try:
@@ -142,7 +128,7 @@ def _serialize_reply(result: Any, stdout: str, stderr: str, exception: str | Non
             error = exc
     msg = (f'the result could not be serialised ({type(error).__name__}: {error}); '
            'return picklable data (or save it to a file)')
-    return JobStatus.Terminated, [pickle.dumps((None, stdout, stderr, msg), protocol=5)]
+    return _TERMINATED, [pickle.dumps((None, reply[1], reply[2], msg), protocol=5)]
 
 
 #: Largest pipe buffer asked for (Linux's default limit for unprivileged processes).
@@ -209,25 +195,72 @@ def _read_job(fd: int) -> bytes | None:
 
 
 def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
-    start = time.time()
+    """Run one job (its arguments in ``payload``) and write its RESULT record to ``wfd``:
+    its status, start and end times, and the pickled (result, stdout, stderr,
+    exception text).
+
+    The usual path is this one frame, the rare ones (a job's own depends, a program,
+    a large or cloudpickle-only result) helpers.  In a fork-per-job process every
+    object touched here is shared with the computation process and each page written
+    costs a copy-on-write fault: the path that called a helper per step took ~100 more
+    faults per job (0.3-0.4 ms of CPU on the VM of docs/PERFORMANCE.md)."""
+    start = _time()
+    out, err = _StringIO(), _StringIO()
+    saved_out, saved_err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    status, result, exception = _FINISHED, None, None
+    installed: list[str] = []
+    names: dict[str, Any] | None = None
     try:
-        result, out, err, exc, status = _capture_run(loaded, payload)
+        args, kwargs, *extras = _loads(payload)
+        if extras:
+            names = {}
+            installed = install_job_depends(loaded, extras[0], names)
+        if loaded.func is None:
+            result = _run_program(loaded, args, out, err)
+        else:
+            result = loaded.func(*args, **kwargs)
+    except BaseException:  # noqa: BLE001 - the job's own failure is its result
+        status, result, exception = _TERMINATED, None, traceback.format_exc()
     finally:
-        if isinstance(payload, mmap.mmap):
-            payload.close()   # a warm worker runs on: unmap the argument now
-    status, parts = _serialize_reply(result, out, err, exc, status)
-    size = sum(len(part) for part in parts)
-    head = channel.RESULT_HEADER.pack(int(status), start, time.time(), size)
+        sys.stdout, sys.stderr = saved_out, saved_err
+        if names is not None:   # a job's own depends go with it, whatever cleanup says
+            _uninstall(loaded, installed, names)
+        if type(payload) is not bytes:
+            payload.close()   # a mapped argument file (a warm worker runs on: unmap now)
+    reply = (result, out.getvalue(), err.getvalue(), exception)
+    parts = None
+    try:
+        if _getsizeof(result) < PIECES_MIN:
+            parts = [_dumps(reply, 5)]
+    except Exception:  # noqa: BLE001 - not plain-picklable: the helper says why
+        pass
+    if parts is None:
+        status, parts = _serialize_reply(reply, status)
+    size = len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)
+    head = _pack_head(status, start, _time(), size)
     if size >= xfer.XFER_MIN and _xfer_dir and _result_to_file(head, parts, size, wfd):
         return
-    record = channel.RECORD.pack(channel.RESULT, len(head) + size)
+    record = _pack_record(channel.RESULT, len(head) + size)
     if size < SMALL:
-        write_all(wfd, b''.join([record, head, *parts]))  # one write for a small result
+        buf = b''.join((record, head, *parts))   # one write for a small result
+        done = _write(wfd, buf)
+        if done < len(buf):
+            write_all(wfd, memoryview(buf)[done:])
     else:
         widen_pipe(wfd, size)
         write_all(wfd, record + head)
         for part in parts:
             write_all(wfd, part)
+
+
+def _uninstall(loaded: Loaded, installed: list[str], names: dict[str, Any]) -> None:
+    """Undo :func:`install_job_depends` after the job: remove its files and put its
+    names back (a warm worker runs more jobs)."""
+    for path in installed:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    _restore_names(loaded.ns.__dict__, names)
 
 
 def _result_to_file(head: bytes, body: list, size: int, wfd: int) -> bool:

@@ -23,6 +23,7 @@ from .processes import set_parent_death_signal
 _SIGKILL, _SIGCHLD, _SIGINT, _SIGTERM = (int(signal.SIGKILL), int(signal.SIGCHLD),
                                          int(signal.SIGINT), int(signal.SIGTERM))
 _SIG_DFL = int(signal.SIG_DFL)
+_close, _sleep = os.close, time.sleep
 #: A fork-per-job process whose job has ended (its result written, its pipe closed)
 #: waits this long before it exits.  Its exit (tearing down its memory: 0.3-0.6 ms
 #: here) and the computation process's reaping of it then fall outside the moments
@@ -79,15 +80,17 @@ def take_records(proc: JobProcess, sink: RecordSink) -> None:
 
 
 def spawn(count: int, warm: bool, body: Callable[[int, int, bool], int],
-          close_in_child: Callable[[], None]) -> tuple[list[JobProcess], OSError | None]:
+          inherited: tuple[int, ...]) -> tuple[list[JobProcess], OSError | None]:
     """Fork up to ``count`` job processes; returns them and the error that stopped the
-    burst short (if any).  In the child, ``close_in_child`` closes the computation
-    process's own descriptors, then ``body(afd, wfd, warm)`` runs and its return
-    value is the exit code.
+    burst short (if any).  A child closes ``inherited`` (the computation process's
+    own descriptors) and the other pipes of the burst, then ``body(afd, wfd, warm)``
+    runs and its return value is the exit code.
 
     Between two forks this process runs as little Python as possible: every fork
     write-protects its pages and each page written afterwards costs a copy-on-write
-    fault, so the pipes are made before the burst and the bookkeeping after it."""
+    fault, so the pipes are made before the burst and the bookkeeping after it.  For
+    the same reason a child gets what it closes as one tuple of numbers instead of
+    walking the computation process's objects."""
     pipes: list[tuple[int, int, int, int]] = []   # (rfd, wfd, afd_r, afd_w)
     error: OSError | None = None
     try:
@@ -95,9 +98,10 @@ def spawn(count: int, warm: bool, body: Callable[[int, int, bool], int],
             pipes.append(os.pipe() + os.pipe())
     except OSError as exc:
         error = exc
+    closing = inherited + tuple(fd for fds in pipes for fd in fds)
     pids: list[int] = []
     with LeanForks() as forks:
-        for index in range(len(pipes)):
+        for _rfd, wfd, afd_r, _afd_w in pipes:
             try:
                 pid = os.fork()
             except OSError as exc:
@@ -105,7 +109,7 @@ def spawn(count: int, warm: bool, body: Callable[[int, int, bool], int],
                 break
             if pid == 0:
                 forks.restore()
-                _child_main(pipes, index, warm, body, close_in_child)
+                _child_main(afd_r, wfd, closing, warm, body)
             pids.append(pid)
     spawned = []
     for index, (rfd, wfd, afd_r, afd_w) in enumerate(pipes):
@@ -117,7 +121,7 @@ def spawn(count: int, warm: bool, body: Callable[[int, int, bool], int],
             continue
         pid = pids[index]
         try:
-            os.setpgid(pid, pid)  # also done in the child; whoever runs first wins
+            os.setpgid(pid, pid)  # before any job reaches it: cancelling kills its group
         except OSError:
             pass
         os.set_blocking(rfd, False)
@@ -125,24 +129,21 @@ def spawn(count: int, warm: bool, body: Callable[[int, int, bool], int],
     return spawned, error
 
 
-def _child_main(pipes: list[tuple[int, int, int, int]], index: int, warm: bool,
-                body: Callable[[int, int, bool], int],
-                close_in_child: Callable[[], None]) -> None:
+def _child_main(afd: int, wfd: int, closing: tuple[int, ...], warm: bool,
+                body: Callable[[int, int, bool], int]) -> None:
     """A forked job process; never returns."""
     code = 70
     try:
-        rfd, wfd, afd_r, afd_w = pipes[index]
-        os.close(rfd)
-        os.close(afd_w)
-        for other, fds in enumerate(pipes):  # the other job processes' pipes
-            if other != index:
-                for fd in fds:
-                    os.close(fd)
+        for fd in closing:
+            if fd != afd and fd != wfd:
+                try:
+                    _close(fd)
+                except OSError:
+                    pass
         _child_signals()
-        close_in_child()
-        code = body(afd_r, wfd, warm)
+        code = body(afd, wfd, warm)
         if code == 0 and not warm:
-            time.sleep(LINGER)   # its result is out (and its pipe closed): see LINGER
+            _sleep(LINGER)   # its result is out (and its pipe closed): see LINGER
     finally:
         os._exit(code)
 
@@ -151,8 +152,8 @@ def _child_signals() -> None:
     # Every object this touches is shared with the computation process, and each
     # page written costs a copy-on-write fault: so the C functions of _signal
     # (signal.signal wraps them in enum conversions that touch ~60 pages) and
-    # plain ints.
-    os.setpgid(0, 0)
+    # plain ints.  The process group is set by the parent (spawn), before a job
+    # can reach this process.
     set_parent_death_signal(_SIGKILL)
     _signal.set_wakeup_fd(-1)
     _signal.signal(_SIGCHLD, _SIG_DFL)

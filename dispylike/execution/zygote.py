@@ -344,7 +344,7 @@ class Zygote:
         """Fork up to ``count`` job processes (at least one, else OSError); with
         ``rehearsal`` (nothing waits for them) fork-per-job ones rehearse a job."""
         self.rehearsal = rehearsal   # read by _job_body in the children
-        spawned, error = spawn(count, self.warm, self._job_body, self._close_in_child)
+        spawned, error = spawn(count, self.warm, self._job_body, self._inherited_fds())
         for proc in spawned:
             self.procs[proc.pid] = proc
             self.sel.register(proc.rfd, selectors.EVENT_READ, proc)
@@ -357,19 +357,18 @@ class Zygote:
             return serve_jobs(self.loaded, afd, wfd)
         return run_job(self.loaded, afd, wfd, self.rehearsal)
 
-    def _close_in_child(self) -> None:
-        # the selector's and the control socket's descriptors are closed without
-        # tearing down their Python objects: a job process never returns to this
-        # loop (and ends with os._exit), and each page written costs a fault
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+    def _inherited_fds(self) -> tuple[int, ...]:
+        """This process's descriptors, which a job process closes: the control socket
+        (a job must not talk to the node), the selector, the wake-up pipe and the
+        pipes of the other job processes (a process holding another's pipe would
+        hide that one's end)."""
+        fds = [self._wake_r, self._wake_w, self.sel.fileno(), self.ctl.fileno()]
         for other in self.procs.values():
             if other.rfd >= 0:
-                os.close(other.rfd)
+                fds.append(other.rfd)
             if other.afd >= 0:
-                os.close(other.afd)
-        os.close(self.sel.fileno())
-        os.close(self.ctl.detach())
+                fds.append(other.afd)
+        return tuple(fds)
 
     def read_output(self, proc: JobProcess) -> None:
         """Take what a job process wrote (one read: the selector says if more is

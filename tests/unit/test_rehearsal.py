@@ -4,7 +4,7 @@ nothing behind: no descriptor, no output, stdout/stderr as they were."""
 import os
 import sys
 
-from dispylike.execution import jobproc
+from dispylike.execution import channel, jobproc
 
 
 def open_fds():
@@ -12,15 +12,15 @@ def open_fds():
 
 
 def test_rehearsal_runs_the_job_path_and_leaves_nothing_behind(monkeypatch, capsys):
-    seen = []
-    real_run, real_reply = jobproc._capture_run, jobproc._serialize_reply
-    monkeypatch.setattr(jobproc, '_capture_run',
-                        lambda loaded, payload: seen.append('run') or real_run(loaded, payload))
-    monkeypatch.setattr(jobproc, '_serialize_reply',
-                        lambda *a: seen.append('reply') or real_reply(*a))
+    written = []
+    real_write = jobproc._write
+    monkeypatch.setattr(jobproc, '_write',
+                        lambda fd, buf: written.append(bytes(buf)) or real_write(fd, buf))
     before, out, err = open_fds(), sys.stdout, sys.stderr
     jobproc.rehearse()
-    assert seen == ['run', 'reply']                       # the path a job takes
+    assert len(written) == 1                              # the path a job takes, to its
+    kind, _length = channel.RECORD.unpack_from(written[0])   # RESULT record
+    assert kind == channel.RESULT
     assert open_fds() == before
     assert (sys.stdout, sys.stderr) == (out, err)
     assert capsys.readouterr() == ('', '')
@@ -29,6 +29,7 @@ def test_rehearsal_runs_the_job_path_and_leaves_nothing_behind(monkeypatch, caps
 def test_a_failing_rehearsal_is_silent(monkeypatch):
     def broken(*_args):
         raise RuntimeError('no')
+    monkeypatch.setattr(jobproc, '_dumps', broken)
     monkeypatch.setattr(jobproc, '_serialize_reply', broken)
     before = open_fds()
     jobproc.rehearse()                                   # never raises
