@@ -165,7 +165,11 @@ def one_run(args: argparse.Namespace) -> dict:
                       f'{rtts[int(len(rtts) * 0.99)] * 1e3:.3f} ms')
             else:
                 jobs = [cluster.submit(arg if arg is not None else i) for i in range(args.jobs)]
-                cluster.wait()
+                if args.each:   # as bench/run.py's W1: job() on each, in order
+                    for job in jobs:
+                        job()
+                else:
+                    cluster.wait()
             elapsed = time.perf_counter() - start
             after = snapshot(node_pid)
             bad = sum(1 for j in jobs if j.status != dispylike.DispyJob.Finished)
@@ -194,6 +198,8 @@ def main(argv: list[str]) -> int:
     p.add_argument('--pairs', type=int, default=1, help='runs (each with a fresh node)')
     p.add_argument('--sequential', action='store_true',
                    help='submit one job, wait for it, then the next (latency)')
+    p.add_argument('--each', action='store_true',
+                   help='wait with job() on each job in turn (as bench/run.py), not wait()')
     p.add_argument('--prefetch', type=int, default=None,
                    help='what-if: set the client engine\'s PREFETCH_PER_CPU')
     p.add_argument('--strace', default='', help='directory for strace -c syscall counts')
