@@ -209,17 +209,17 @@ def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
     saved_out, saved_err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
     status, result, exception = _FINISHED, None, None
-    installed: list[str] = []
+    installed: list[str] | tuple = ()
     names: dict[str, Any] | None = None
     try:
-        args, kwargs, *extras = _loads(payload)
-        if extras:
+        job = _loads(payload)   # (args, kwargs) or (args, kwargs, the job's own depends)
+        if len(job) > 2:
             names = {}
-            installed = install_job_depends(loaded, extras[0], names)
+            installed = install_job_depends(loaded, job[2], names)
         if loaded.func is None:
-            result = _run_program(loaded, args, out, err)
+            result = _run_program(loaded, job[0], out, err)
         else:
-            result = loaded.func(*args, **kwargs)
+            result = loaded.func(*job[0], **job[1])
     except BaseException:  # noqa: BLE001 - the job's own failure is its result
         status, result, exception = _TERMINATED, None, traceback.format_exc()
     finally:
@@ -254,7 +254,7 @@ def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
             write_all(wfd, part)
 
 
-def _uninstall(loaded: Loaded, installed: list[str], names: dict[str, Any]) -> None:
+def _uninstall(loaded: Loaded, installed: list[str] | tuple, names: dict[str, Any]) -> None:
     """Undo :func:`install_job_depends` after the job: remove its files and put its
     names back (a warm worker runs more jobs)."""
     for path in installed:
