@@ -52,6 +52,20 @@ def keep_freed_memory(limit: int = KEEP_FREED) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, limit) and mallopt(_M_TRIM_THRESHOLD, limit))
 
 
+def release_freed_memory() -> bool:
+    """Give the free memory glibc's malloc keeps (see :func:`keep_freed_memory`) back to
+    the system: free pages anywhere in the heap, not only at its top (``malloc_trim``).
+    False where this is not glibc."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 #: The directory holding the dispylike package this process runs.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -68,7 +68,12 @@ from .jobproc import (
 )
 from .jobprocs import JobProcess, spawn, take_records
 from .jobqueue import JobQueue, WaitingJob
-from .processes import keep_freed_memory, kill_group, set_parent_death_signal
+from .processes import (
+    keep_freed_memory,
+    kill_group,
+    release_freed_memory,
+    set_parent_death_signal,
+)
 
 SETUP_OK = (0, 1, 2)
 KILL_AFTER_TERM = 1.0
@@ -92,6 +97,12 @@ IDLE_TOP_UP = 0.005
 #: with nothing waiting the refill stays small (W2, one job at a time).
 BUSY_SPARES_PER_CPU = 10
 IDLE_SPARES_PER_CPU = 3
+#: Once this many bytes of arguments and results have passed through this process, the
+#: memory it freed goes back to the system at its next idle moment (IDLE_TOP_UP without
+#: an event).  It keeps freed memory for reuse (processes.keep_freed_memory), but every
+#: page it holds is copied at each fork and torn down at each exit: after 200 results of
+#: 900 kB it held 8 MB more and trivial jobs ran 3-7% slower from then on.
+TRIM_AFTER = 1 << 20
 #: Tries to hand a job to a warm worker before it is refused (a worker may have died idle).
 WARM_TRIES = 3
 
@@ -125,6 +136,7 @@ class Zygote:
         self._rbuf = memoryview(bytearray(READ_SIZE))
         self._wake_r = -1
         self._wake_w = -1
+        self.passed = 0   # bytes read from the node and job processes since the last trim
 
     # --- loop -----------------------------------------------------------------------
     def serve(self) -> None:
@@ -136,21 +148,22 @@ class Zygote:
         self.sel.register(self.ctl, selectors.EVENT_READ)
         self.sel.register(self._wake_r, selectors.EVENT_READ)
         while True:
-            timeout = IDLE_TOP_UP if self.top_up_due else None
+            idle_due = self.top_up_due or self.passed >= TRIM_AFTER
+            timeout = IDLE_TOP_UP if idle_due else None
             if self.deadlines:
                 timeout = min(timeout or 1e9, max(0.0, min(
                     d for d, _ in self.deadlines.values()) - time.monotonic()))
             reap = False
             events = self.sel.select(timeout)
-            if not events and self.top_up_due:
-                self.top_up_due = False
-                self._top_up(idle=True)
+            if not events and idle_due:
+                self._idle()
             for key, _ in events:
                 if key.fileobj is self.ctl:
                     size = self.ctl.recv_into(self._rbuf)
                     if not size:
                         self.finish(run_cleanup=False)
                         return
+                    self.passed += size
                     for msg in self.decoder.feed(self._rbuf[:size]):
                         if self.handle(channel.unpack(msg)):
                             return
@@ -167,6 +180,15 @@ class Zygote:
             if self.deadlines:
                 self.escalate()
             self.flush()
+
+    def _idle(self) -> None:
+        """Nothing happened for IDLE_TOP_UP: refill spares, give freed memory back."""
+        if self.top_up_due:
+            self.top_up_due = False
+            self._top_up(idle=True)
+        if self.passed >= TRIM_AFTER:
+            self.passed = 0
+            release_freed_memory()
 
     def handle(self, msg: tuple) -> bool:
         """Handle one message from the node; True means exit the loop."""
@@ -393,6 +415,7 @@ class Zygote:
         except BlockingIOError:
             return
         if size:
+            self.passed += size
             proc.output += self._rbuf[:size]
             take_records(proc, self._on_record)
         else:

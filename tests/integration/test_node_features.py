@@ -269,3 +269,31 @@ def test_dispynode_bad_options_exit_non_zero(args, words):
     proc = subprocess.run([sys.executable, '-m', 'dispylike.node', *args], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode != 0 and words in proc.stderr
+
+
+# --- memory of the computation process -------------------------------------------------
+
+def medium_result(n):
+    return b'm' * n
+
+
+def resident_anon_kb(pid):
+    with open(f'/proc/{pid}/smaps_rollup') as f:
+        return int(f.read().split('Anonymous:')[1].split('kB')[0])
+
+
+def test_memory_freed_after_medium_results_goes_back_before_the_next_forks():
+    """Results under 1 MiB pass through the computation process; the memory that held
+    them is kept for reuse while busy but returned once idle, since each page it
+    holds is copied at every fork and torn down at every exit of a job process."""
+    from dispylike.testing import wait_until
+    with NodeProcess(cpus=2) as node, cluster_for(node, medium_result) as c:
+        assert c.submit(10)() == b'm' * 10
+        with open(f'/proc/{node.proc.pid}/task/{node.proc.pid}/children') as f:
+            zygote = int(f.read().split()[0])
+        base = resident_anon_kb(zygote)
+        jobs = [c.submit(900_000) for _ in range(120)]
+        assert all(len(job()) == 900_000 for job in jobs)
+        wait_until(lambda: resident_anon_kb(zygote) < base + 3000, 20,
+                   f'the computation process back near {base} kB (it holds '
+                   f'{resident_anon_kb(zygote)} kB)')
