@@ -66,6 +66,12 @@ PREFETCH_PER_CPU = 2
 #: waits per CPU.
 PREFETCH_DEEP_BELOW = 0.002
 PREFETCH_DEEP_PER_CPU = 8
+#: A node whose CPUs all have a job gets more only once this fraction of its prefetch
+#: depth can go at once, so queues are refilled in batches instead of one job per
+#: reply: W1 (fork per job, bench/profile.py --each, 2 pairs) 2.6 -> 8.0 jobs per
+#: message, client CPU 0.157 -> 0.137-0.143 ms per job, node 0.130-0.133 -> 0.123-0.127,
+#: 1,050-1,056 -> 1,061-1,086 jobs/s; W1w (latency-bound) unchanged.
+REFILL_FRACTION = 0.5
 
 
 def prefetch_per_cpu(avg_job_time: float) -> int:
@@ -565,7 +571,7 @@ class Engine(NodeFinder, NodeManagement, Journaling):
 
     def _prefetch(self, link: NodeLink) -> None:
         jobs = link.prefetch_per_cpu * link.node.cpus
-        self._apply(self.sched.set_prefetch(link.key, jobs))
+        self._apply(self.sched.set_prefetch(link.key, jobs, int(jobs * REFILL_FRACTION)))
 
     def _finish(self, job: DispyJob, status: JobStatus, result: Any, stdout: str | None,
                 stderr: str | None, exception: str | None) -> None:

@@ -226,7 +226,7 @@ def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
         sys.stdout, sys.stderr = saved_out, saved_err
         if names is not None:   # a job's own depends go with it, whatever cleanup says
             _uninstall(loaded, installed, names)
-        if type(payload) is not bytes:
+        if isinstance(payload, mmap.mmap):
             payload.close()   # a mapped argument file (a warm worker runs on: unmap now)
     reply = (result, out.getvalue(), err.getvalue(), exception)
     parts = None

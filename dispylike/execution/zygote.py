@@ -366,7 +366,7 @@ class Zygote:
         if self.warm:
             want = self.spare_low - sum(1 for p in self.procs.values() if p.usable)
         elif idle or len(self.spares) < self.spare_low:
-            busy = self.queue.waiting and not idle
+            busy = bool(self.queue.waiting) and not idle
             want = (self.spare_burst if busy else self.spare_high) - len(self.spares)
         else:
             return

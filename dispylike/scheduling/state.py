@@ -80,12 +80,19 @@ class _Node:
     accepting: bool = True
     pinned: deque = field(default_factory=deque)
     prefetch: int = 0       # jobs queued on the node beyond its CPUs
+    refill: int = 0         # with every CPU busy, refill its queue only this many at once
+    open: bool = True       # may get jobs in this scheduling pass (see Scheduler.schedule)
 
     @property
-    def free(self) -> int:
+    def slots(self) -> int:
+        """Jobs it may hold beyond those it has: one per CPU plus its prefetch."""
         if not self.accepting or self.cpus <= 0:
             return 0      # a node given no CPUs holds no prefetched jobs either
         return self.cpus + self.prefetch - len(self.running)
+
+    @property
+    def free(self) -> int:
+        return self.slots if self.open else 0
 
 
 class Scheduler:
@@ -132,10 +139,14 @@ class Scheduler:
         self._nodes[node].cpus = max(0, cpus)
         return self.schedule()
 
-    def set_prefetch(self, node: NodeKey, jobs: int) -> list[Action]:
+    def set_prefetch(self, node: NodeKey, jobs: int, refill: int = 0) -> list[Action]:
         """Let ``node`` hold ``jobs`` dispatched jobs beyond its CPUs in its own queue, so
-        a CPU that finishes a short job starts the next without waiting for the client."""
-        self._nodes[node].prefetch = max(0, jobs)
+        a CPU that finishes a short job starts the next without waiting for the client.
+        ``refill``: while every CPU of the node has a job, send it more only once this
+        many can go at once (fewer, larger messages)."""
+        entry = self._nodes[node]
+        entry.prefetch = max(0, jobs)
+        entry.refill = max(0, min(refill, entry.prefetch))
         return self.schedule()
 
     def set_accepting(self, node: NodeKey, accepting: bool) -> list[Action]:
@@ -233,9 +244,12 @@ class Scheduler:
         return Dispatch(job.uid, node.key, job.attempt)
 
     def schedule(self) -> list[Action]:
-        """Dispatch queued jobs while some node has a free CPU (work-conserving)."""
+        """Dispatch queued jobs while some node has a free CPU (work-conserving).  A node
+        whose CPUs all have a job and whose queue is not down by ``refill`` gets none
+        in this pass; one that does is filled up: its queue is refilled in batches."""
         out: list[Action] = []
         for node in self._nodes.values():
+            node.open = len(node.running) < node.cpus or node.slots >= max(1, node.refill)
             while node.pinned and node.free > 0:
                 job = self._jobs.get(node.pinned.popleft())
                 if job is not None and job.state is JobStatus.Created:

@@ -183,3 +183,49 @@ def test_prefetch_depth_follows_the_jobs_average_time():
     assert prefetch_per_cpu(0.0001) == 8        # trivial jobs: deep, a round trip is longer
     assert prefetch_per_cpu(0.01) == 2
     assert prefetch_per_cpu(0.05) == 0          # long jobs stay free for idle nodes
+
+
+def test_a_prefetching_node_has_its_queue_refilled_in_batches():
+    s = Scheduler()
+    s.add_node('a', 2)
+    s.set_prefetch('a', 16, refill=8)
+    first = []
+    for uid in range(100):
+        first += dispatches(s.submit(uid))
+    assert 2 <= len(first) <= 18
+    inflight = [(d.uid, d.attempt) for d in first]
+    per_reply = []
+    while len(per_reply) < 40:
+        uid, attempt = inflight.pop(0)
+        new = dispatches(s.reply(uid, attempt, 'a', S.Finished)[1])
+        inflight += [(d.uid, d.attempt) for d in new]
+        per_reply.append(len(new))
+    sent = [n for n in per_reply[8:] if n]
+    assert sent and all(n == 8 for n in sent)         # one batch of 8 per 8 replies
+    assert 2 <= len(inflight) <= 18                   # the node never runs dry nor over
+
+
+def test_a_node_with_a_cpu_free_gets_a_job_whatever_its_refill():
+    s = Scheduler()
+    s.add_node('a', 2)
+    s.set_prefetch('a', 16, refill=8)
+    (d1,) = dispatches(s.submit(1))                   # a CPU free: at once
+    assert d1.node == 'a'
+    (d2,) = dispatches(s.submit(2))                   # the second CPU too
+    assert d2.node == 'a'
+
+
+def test_a_refill_larger_than_the_prefetch_is_capped_and_zero_means_each_slot():
+    s = Scheduler()
+    s.add_node('a', 1)
+    s.set_prefetch('a', 2, refill=50)                # capped at 2: the queue still refills
+    inflight = [(d.uid, d.attempt) for uid in range(10) for d in dispatches(s.submit(uid))]
+    assert len(inflight) == 2                         # filled while 2 slots could go at once
+    uid, attempt = inflight.pop(0)
+    assert len(dispatches(s.reply(uid, attempt, 'a', S.Finished)[1])) == 2
+    t = Scheduler()
+    t.add_node('a', 1)
+    t.set_prefetch('a', 4)                            # no refill: each free slot at once
+    inflight = [(d.uid, d.attempt) for uid in range(10) for d in dispatches(t.submit(uid))]
+    uid, attempt = inflight.pop(0)
+    assert len(dispatches(t.reply(uid, attempt, 'a', S.Finished)[1])) == 1
