@@ -36,8 +36,8 @@ from ..execution.computation import Package
 from ..job import DispyJob
 from ..nodes import DispyNode, DispyNodeAvailInfo
 from ..persistence.journal import RecoverJournal
-from ..protocol.payload import payload_bytes
 from ..protocol import messages as m
+from ..protocol.payload import payload_bytes
 from ..status import JobStatus, NodeStatus
 from ..transport.connection import Connection, connect
 

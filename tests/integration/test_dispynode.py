@@ -72,17 +72,37 @@ def test_service_stop_then_end_then_start_again_next_day():
 
 # --- a client that goes away and comes back ----------------------------------------------
 
-async def _start_raw(node, comp_id, jobs):
-    """Set up a computation by hand, as a client would, and start ``jobs``."""
+def marked_nap(t, marks):
+    """nap, leaving ``marks``/start-T and, once done, end-T behind (the tests wait on them)."""
+    import os
+    import time
+    open(os.path.join(marks, f'start-{t}'), 'w').close()
+    time.sleep(t)
+    open(os.path.join(marks, f'end-{t}'), 'w').close()
+    return t
+
+
+async def _start_raw(node, comp_id, jobs, marks=None):
+    """Set up a computation by hand, as a client would, and start ``jobs`` (uid, seconds):
+    naps, or with ``marks`` (a directory) marked naps."""
+    func = nap if marks is None else marked_nap
+    extra = () if marks is None else (str(marks),)
     conn = await connect(node.host, node.port, '')
-    conn.send(m.SetupComputation(comp_id, 'nap', 'raw-client', '', package(nap).code, True,
-                                 0.0))
+    conn.send(m.SetupComputation(comp_id, func.__name__, 'raw-client', '', package(func).code,
+                                 True, 0.0))
     conn.send(m.StartComputation(comp_id, b''))
     while not isinstance(await asyncio.wait_for(conn.recv(), 20), m.ComputationReady):
         pass
-    conn.send(m.RunJobs(comp_id, tuple((uid, 1, cloudpickle.dumps(((t,), {})))
+    conn.send(m.RunJobs(comp_id, tuple((uid, 1, cloudpickle.dumps(((t, *extra), {})))
                                        for uid, t in jobs)))
     return conn
+
+
+async def _until_exists(path, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f'{path} did not appear in {timeout:g} s'
+        await asyncio.sleep(0.02)
 
 
 async def _info(node):
@@ -93,13 +113,17 @@ async def _info(node):
     return info
 
 
-def test_results_are_kept_for_a_client_that_comes_back(node):
+def test_results_are_kept_for_a_client_that_comes_back(node, tmp_path):
     async def scenario():
-        conn = await _start_raw(node, 'cb' * 16, [(1, 0.2), (2, 30)])
-        await asyncio.sleep(0.3)
+        conn = await _start_raw(node, 'cb' * 16, [(1, 0.2), (2, 30)], marks=tmp_path)
+        await _until_exists(tmp_path / 'start-30')   # both jobs run on the node
+        await _until_exists(tmp_path / 'start-0.2')
         conn.abort()                                   # the client vanishes mid-run
-        await asyncio.sleep(1.0)                       # job 1 finishes meanwhile
-        info = await _info(node)
+        await _until_exists(tmp_path / 'end-0.2')     # job 1 finishes meanwhile ...
+        deadline = time.monotonic() + 30
+        while (info := await _info(node)).avail_cpus != info.cpus - 1:   # ... the node has it
+            assert time.monotonic() < deadline, 'the node did not record the end of job 1'
+            await asyncio.sleep(0.02)
         assert 'raw-client' in info.busy_with and 'disconnected' in info.busy_with
         back = await connect(node.host, node.port, '')
         back.send(m.Attach('nope'))

@@ -12,7 +12,7 @@ import pytest
 import dispylike
 from dispylike import DispyJob
 from dispylike.protocol import handshake as hs
-from dispylike.testing import NodeProcess, submit_unserved
+from dispylike.testing import NodeProcess, submit_unserved, wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 DEPS = os.path.join(os.path.dirname(__file__), 'deps')
@@ -24,9 +24,11 @@ def cluster_for(node, compute, **kw):
 
 # --- cancel -----------------------------------------------------------------------
 
-def sleeper(t, handle=False):
+def sleeper(t, handle=False, ready=''):
     import time
     try:
+        if ready:   # the test cancels once the job is inside this block
+            open(ready, 'w').close()
         time.sleep(t)
     except KeyboardInterrupt:
         if handle:
@@ -46,43 +48,36 @@ def test_cancel_queued_job(node1):
         assert c.cancel(running) == -1             # already done
 
 
-def test_cancel_running_job_gets_keyboard_interrupt(node1):
+def test_cancel_running_job_gets_keyboard_interrupt(node1, tmp_path):
+    ready = tmp_path / 'inside'
     with cluster_for(node1, sleeper) as c:
-        job = c.submit(60, handle=True)
-        _wait_running(job)
-        time.sleep(0.3)
-        t0 = time.time()
+        job = c.submit(60, handle=True, ready=str(ready))
+        wait_until(ready.exists, 30, 'the job inside its try block')
         c.cancel(job)
-        assert job.wait(10)
+        assert job.wait(10)                        # a 60 s job: it was interrupted
         assert job.status == DispyJob.Cancelled and job.result == 'saved'
-        assert 'interrupted' in job.stdout and time.time() - t0 < 3
+        assert 'interrupted' in job.stdout
         assert c.submit(0)() == 'slept'            # the CPU is free again
 
 
-def test_cancel_kills_a_job_that_ignores_interrupts(node1):
-    def stubborn(_):
+def test_cancel_kills_a_job_that_ignores_interrupts(node1, tmp_path):
+    def stubborn(ready):
         import signal
         import time
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        open(ready, 'w').close()
         time.sleep(120)
 
+    ready = tmp_path / 'ignoring'
     with cluster_for(node1, stubborn) as c:
-        job = c.submit(0)
-        _wait_running(job)
-        time.sleep(0.5)
+        job = c.submit(str(ready))
+        wait_until(ready.exists, 30, 'the job ignoring SIGINT')
         t0 = time.time()
         c.cancel(job)
         assert job.wait(15)
         took = time.time() - t0
         assert job.status == DispyJob.Cancelled and 4 <= took < 12
         assert 'SIGTERM' in job.exception or 'SIGKILL' in job.exception
-
-
-def _wait_running(job, timeout=10):
-    deadline = time.time() + timeout
-    while job.status != DispyJob.Running and time.time() < deadline:
-        time.sleep(0.02)
-    assert job.status == DispyJob.Running
 
 
 # --- crashes ----------------------------------------------------------------------
@@ -286,7 +281,6 @@ def test_memory_freed_after_medium_results_goes_back_before_the_next_forks():
     """Results under 1 MiB pass through the computation process; the memory that held
     them is kept for reuse while busy but returned once idle, since each page it
     holds is copied at every fork and torn down at every exit of a job process."""
-    from dispylike.testing import wait_until
     with NodeProcess(cpus=2) as node, cluster_for(node, medium_result) as c:
         assert c.submit(10)() == b'm' * 10
         with open(f'/proc/{node.proc.pid}/task/{node.proc.pid}/children') as f:

@@ -19,12 +19,16 @@ CLIENT = textwrap.dedent('''
     import os, signal, sys, time
     import dispylike
 
+    host, port, path, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    MARKS = sys.argv[5]                           # goes with work (by value)
+
     def work(n, pause=0.0):
+        import os
         import time
+        open(os.path.join(MARKS, f'started-{n}'), 'w').close()
         time.sleep(pause)
         return n * n
 
-    host, port, path, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     cluster = dispylike.JobCluster(work, nodes=[(host, port)], recover_file=path,
                                    secret=secret)
     fast = [cluster.submit(i) for i in range(3)]
@@ -35,14 +39,20 @@ CLIENT = textwrap.dedent('''
         job = cluster.submit(i, pause=1.5)
         job.id = f'slow-{i}'                    # ids set after submit are kept too
         slow.append(job)
-    time.sleep(0.5)                              # two run, two wait in the client
+    deadline = time.time() + 30                  # two run on the node, two wait here
+    while (sum(os.path.exists(os.path.join(MARKS, f'started-{i}')) for i in range(3, 7)) < 2
+           and time.time() < deadline):
+        time.sleep(0.02)
     os.kill(os.getpid(), signal.SIGKILL)
 ''')
 
 
 def crash_a_client(node, path, secret=''):
+    marks = path.parent / f'{path.name}-started'
+    marks.mkdir()
     proc = subprocess.run([sys.executable, '-c', CLIENT, node.host, str(node.port), str(path),
-                           secret], capture_output=True, text=True, timeout=60)
+                           secret, str(marks)], capture_output=True, text=True, timeout=60)
+    assert sum((marks / f'started-{i}').exists() for i in range(3, 7)) == 2, proc.stderr
     assert proc.returncode == -9, proc.stderr
     assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
 

@@ -16,7 +16,7 @@ from dispylike.execution.computation import package
 from dispylike.execution.host import ComputationHost
 from dispylike.node.options import NodeOptions
 from dispylike.status import JobStatus
-from dispylike.testing import InProcessNode, pid_alive
+from dispylike.testing import InProcessNode, pid_alive, wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -57,10 +57,12 @@ def test_fork_per_job_is_still_the_default(node):
     assert len(pids) == 20
 
 
-def sleeper(t, handle=False):
+def sleeper(t, handle=False, ready=''):
     import os
     import time
     try:
+        if ready:   # the test cancels once the job is inside this block
+            open(ready, 'w').close()
         time.sleep(t)
     except KeyboardInterrupt:
         if handle:
@@ -77,13 +79,13 @@ def _wait_running(job, timeout=10):
     assert job.status == DispyJob.Running
 
 
-def test_cancel_interrupts_kills_the_worker_and_a_fresh_one_follows(node1):
+def test_cancel_interrupts_kills_the_worker_and_a_fresh_one_follows(node1, tmp_path):
+    ready = tmp_path / 'inside'
     with warm_cluster(node1, sleeper) as c:
         first = c.submit(0)
         worker = first()
-        job = c.submit(60, handle=True)
-        _wait_running(job)
-        time.sleep(0.5)
+        job = c.submit(60, handle=True, ready=str(ready))
+        wait_until(ready.exists, 30, 'the job inside its try block')
         c.cancel(job)
         assert job.wait(10)
         assert job.status == DispyJob.Cancelled and job.result == 'saved'
