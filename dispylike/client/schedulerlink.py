@@ -17,6 +17,7 @@ the scheduler's; results are unpickled here only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -90,6 +91,7 @@ class SharedEngine(Journaling):
         self._requests = itertools.count(1)
         self._waiters: dict[Any, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
+        self._reattacher: asyncio.Task | None = None   # dials a lost scheduler again
         self._resubmit: tuple[set[int], int] | None = None   # after re-attaching
         self._sent_on_link: set[int] = set()
         self.journal = cfg.journal
@@ -214,7 +216,9 @@ class SharedEngine(Journaling):
                 if not self._closing:
                     log.warning('lost the scheduler at %s: %s; dialling again', self.key,
                                 reason)
-                    asyncio.get_running_loop().create_task(self._reattach())
+                    # kept: the loop holds tasks only weakly, and shutdown stops it
+                    self._reattacher = asyncio.get_running_loop().create_task(
+                        self._reattach())
                 else:
                     self._closed.set()
 
@@ -296,6 +300,8 @@ class SharedEngine(Journaling):
     async def _reattach(self) -> None:
         while not self._closing:
             await asyncio.sleep(REDIAL_EVERY)
+            if self._closing:
+                return
             try:
                 conn = await self._dial()
             except DispyError as exc:
@@ -379,6 +385,10 @@ class SharedEngine(Journaling):
     # --- shutdown ---------------------------------------------------------------------
     async def shutdown(self, terminate: bool, timeout: float = 30.0) -> None:
         self._closing = True
+        if self._reattacher is not None and not self._reattacher.done():
+            self._reattacher.cancel()   # closed while the scheduler was away: stop dialling
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reattacher
         if self.conn is not None:
             self._send(m.CloseComputation(self.cfg.comp_id, terminate))
             try:

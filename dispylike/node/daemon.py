@@ -126,6 +126,7 @@ class NodeDaemon(Housekeeping):
         self.port = 0
         self.owners: set[ClientSession] = set()     # sessions holding the node (one group)
         self.clients: set[ClientSession] = set()     # own computations, attached or not
+        self._endings: set[asyncio.Task] = set()      # sessions being ended (held: see _end)
         self.hosts: set[ComputationHost] = set()     # computation processes alive
         self.queue: deque[_Queued] = deque()
         self.jobs_done = 0
@@ -289,7 +290,7 @@ class NodeDaemon(Housekeeping):
         session.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error('client %s: %s', session.client, task.exception())
-            asyncio.get_running_loop().create_task(self._end_session(session))
+            self._end(session)
 
     def _connection_ended(self, session: ClientSession, conn: Connection) -> None:
         if session.conn is not conn:
@@ -302,7 +303,7 @@ class NodeDaemon(Housekeeping):
             # holding the node for zombie_interval would only lock others out
             log.info('client %s left before its computation started: node freed',
                      session.client)
-            asyncio.get_running_loop().create_task(self._end_session(session))
+            self._end(session)
             return
         session.detach()
         running = sum(len(c.running) + len(c.queued) for c in session.comps.values())
@@ -329,6 +330,13 @@ class NodeDaemon(Housekeeping):
         log.info('client %s attached again (%d job(s) running, %d kept replies)',
                  target.client, len(running), len(target.retained))
         return target
+
+    def _end(self, session: ClientSession) -> None:
+        """End ``session`` in the background.  The task is held until it is done: the
+        event loop keeps only a weak reference to a task."""
+        task = asyncio.get_running_loop().create_task(self._end_session(session))
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
 
     async def _end_session(self, session: ClientSession) -> None:
         """Terminate the session's computations, clean its files, forget it."""
@@ -524,7 +532,7 @@ class NodeDaemon(Housekeeping):
             session.detach()      # before its jobs' failures are reported: they are lost
             if conn is not None:
                 conn.abort()
-            asyncio.get_running_loop().create_task(self._end_session(session))
+            self._end(session)
 
     def _on_run(self, session: ClientSession, msg: m.RunJobs) -> None:
         comp = self._comp(session, msg.comp_id)

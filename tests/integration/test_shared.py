@@ -403,6 +403,24 @@ def test_a_broken_link_to_the_scheduler_is_dialled_again_and_no_job_runs_twice(t
         assert 'attached again' in sched.log()
 
 
+def test_closing_while_the_link_is_down_stops_dialling_the_scheduler(two_nodes):
+    import asyncio
+
+    async def reattach_tasks():
+        return [t for t in asyncio.all_tasks() if '_reattach' in repr(t.get_coro())]
+
+    with scheduler_for(two_nodes) as sched:
+        cluster = shared(compute, sched)
+        try:
+            assert cluster.submit(3)() == 9
+            cluster._io.call(cluster._engine.conn.abort)          # the link breaks
+            tasks = wait_until(lambda: cluster._io.run(reattach_tasks(), timeout=10), 10,
+                               'the client dialling the scheduler again')
+        finally:
+            cluster.close()
+        assert all(task.done() for task in tasks), 'a reattach task outlived close()'
+
+
 def test_a_listed_node_that_starts_later_is_used(tmp_path):
     with NodeProcess(cpus=1, secret='ns') as probe:
         port = probe.port                      # a free port for the node started later
