@@ -17,7 +17,7 @@ from ..protocol import messages as m
 
 if TYPE_CHECKING:
     from ..transport.connection import Connection
-    from .engine import NodeLink
+    from .links import NodeLink
 
 log = logging.getLogger('dispylike')
 

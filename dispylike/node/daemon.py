@@ -47,25 +47,24 @@ from ..discovery.addresses import primary_address
 from ..discovery.beacon import NodeBeacon
 from ..errors import ComputationError, ProtocolError
 from ..execution import xfer
-from ..execution.host import ComputationHost, JobOutcome, failure_payload
+from ..execution.host import ComputationHost
 from ..execution.staging import (
     FileBudget,
     FileSink,
     StagingError,
-    check_relpath,
     confined_path,
     make_confined_dir,
 )
 from ..protocol import messages as m
 from ..protocol.discovery import Announce
-from ..protocol.frames import DEFAULT_MESSAGE_CAP, PROTOCOL_VERSION
+from ..protocol.frames import PROTOCOL_VERSION
 from ..security.tls import maybe_server_context
-from ..status import JobStatus
 from ..transport.connection import Connection, Server
 from ..transport.loop import set_event
 from ..transport.session import ClientSession
 from ..version import __version__
 from .housekeeping import Housekeeping
+from .jobs import JobFlow, QueuedJob
 from .options import DEFAULT_MAX_FILE_SIZE, NodeOptions, resolve_cpus
 from .service import Service, ServiceHours
 
@@ -76,9 +75,7 @@ log = logging.getLogger('dispylike.node')
 #: A peer silent for this many pulse intervals is taken for dead (dispy's rule).
 ZOMBIE_PULSES = 5
 MIN_PULSE = 0.2
-#: A job result larger than this is refused (Terminated, with the reason): it must fit
-#: one message to the client (``frames.DEFAULT_MESSAGE_CAP``) with room to spare.
-MAX_RESULT_BYTES = DEFAULT_MESSAGE_CAP - 16 * 1024 * 1024
+
 
 
 @dataclass
@@ -97,16 +94,7 @@ class NodeComputation:
     starting: bool = False
 
 
-@dataclass
-class _Queued:
-    session: ClientSession
-    comp: NodeComputation
-    uid: int
-    attempt: int
-    payload: bytes | str      # str: the path of the transfer file holding it
-
-
-class NodeDaemon(Housekeeping):
+class NodeDaemon(JobFlow, Housekeeping):
     """The dispynode service.  ``await start()``; ``done`` is set when it wants to exit
     (``--serve`` reached, ``dispynode_shutdown()``); ``await stop()`` releases it all.
     ``clock`` (local time of day, for service hours) is injectable for tests."""
@@ -128,7 +116,7 @@ class NodeDaemon(Housekeeping):
         self.clients: set[ClientSession] = set()     # own computations, attached or not
         self._endings: set[asyncio.Task] = set()      # sessions being ended (held: see _end)
         self.hosts: set[ComputationHost] = set()     # computation processes alive
-        self.queue: deque[_Queued] = deque()
+        self.queue: deque[QueuedJob] = deque()
         self.jobs_done = 0
         self.served = 0
         self.done = asyncio.Event()
@@ -505,23 +493,6 @@ class NodeDaemon(Housekeeping):
             log.warning('dispynode_shutdown() ignored: the node was not started with '
                         '--client_shutdown')
 
-    def _provisional(self, session: ClientSession, uid: int, attempt: int,
-                     payload: bytes) -> None:
-        session.send(m.ProvisionalResult(uid, attempt, payload))
-
-    def _job_file(self, session: ClientSession, uid: int, attempt: int, relpath: str,
-                  data: bytes) -> None:
-        """A job's dispy_send_file: check the name and size here too, then pass it on."""
-        try:
-            check_relpath(relpath)
-            if self.opts.max_file_size and len(data) > self.opts.max_file_size:
-                raise StagingError(f'{len(data)} bytes is over the limit of '
-                                   f'{self.opts.max_file_size}')
-        except StagingError as exc:
-            log.warning('refused file %r from job %s: %s', relpath, uid, exc)
-            return
-        session.send(m.JobFile(uid, attempt, relpath, data))
-
     def _comp_broken(self, session: ClientSession, comp: NodeComputation, reason: str) -> None:
         """The computation's process died: this node can no longer run its jobs, so drop
         the client; it then reschedules or abandons them as for a lost node."""
@@ -533,95 +504,6 @@ class NodeDaemon(Housekeeping):
             if conn is not None:
                 conn.abort()
             self._end(session)
-
-    def _on_run(self, session: ClientSession, msg: m.RunJobs) -> None:
-        comp = self._comp(session, msg.comp_id)
-        if comp.host is None:
-            raise ProtocolError(f'jobs for computation {comp.name!r} before it is ready')
-        for uid, attempt, payload in msg.jobs:
-            if uid in comp.running or uid in comp.queued:
-                raise ProtocolError(f'job {uid} sent twice')
-            if isinstance(payload, str):    # a client on this host wrote the file
-                try:
-                    payload = xfer.adopt(comp.host.xfer_dir, payload, DEFAULT_MESSAGE_CAP)
-                except ProtocolError as exc:
-                    log.warning('job %s of %s: %s', uid, session.client, exc)
-                    session.reply((uid, attempt, int(JobStatus.Terminated), 0.0, 0.0,
-                                   failure_payload(f'its arguments did not reach the node: '
-                                                   f'{exc}')))
-                    continue
-            comp.queued.add(uid)
-            self.queue.append(_Queued(session, comp, uid, attempt, payload))
-        self._pump()
-
-    def _pump(self) -> None:
-        """Lend free CPUs, first to jobs waiting in computation processes (the oldest),
-        then with queued jobs; forward up to ``cpus`` more jobs per process to wait."""
-        free = self.free
-        for host in self.hosts:
-            while host.waiting > 0 and free > 0 and not host.broken:
-                host.lend()
-                free -= 1
-        queue = self.queue
-        while queue:
-            q = queue[0]
-            closed = q.comp.comp_id not in q.session.comps
-            lend = free > 0
-            if not (closed or lend or q.comp.host.waiting < self.cpus):
-                break
-            queue.popleft()
-            q.comp.queued.discard(q.uid)
-            if closed:
-                continue  # nobody waits for a reply
-            q.comp.running[q.uid] = q.attempt
-            q.comp.idle.clear()
-            host = q.comp.host
-            host.run(q.uid, q.attempt, q.payload, lend,
-                     partial(self._job_done, q.session, q.comp, q.uid, q.attempt))
-            if lend and not host.broken:
-                free -= 1
-
-    def _job_done(self, session: ClientSession, comp: NodeComputation, uid: int, attempt: int,
-                  outcome: JobOutcome) -> None:
-        payload = outcome.payload
-        size = _size_of(payload)
-        if size > MAX_RESULT_BYTES:
-            if isinstance(payload, str):
-                xfer.discard(payload)
-            outcome = JobOutcome(JobStatus.Terminated, outcome.start_time, outcome.end_time,
-                                 failure_payload(f'the result is {size} bytes; '
-                                                 f'the limit is {MAX_RESULT_BYTES}: save it to '
-                                                 'a file instead'))
-        self.jobs_done += 1
-        if comp.running.get(uid) == attempt:
-            del comp.running[uid]
-            if not comp.running:
-                comp.idle.set()
-        payload = outcome.payload
-        if comp.comp_id not in session.comps:
-            if isinstance(payload, str):
-                xfer.discard(payload)          # nobody waits for it
-        else:
-            if isinstance(payload, str) and not session.local_results:
-                payload = _take_result(payload)   # the client reads it from us, not the file
-            session.reply((uid, attempt, int(outcome.status), outcome.start_time,
-                           outcome.end_time, payload))
-        self._pump()
-
-    def _on_cancel(self, session: ClientSession, msg: m.CancelJob) -> None:
-        for q in self.queue:
-            if q.session is session and q.uid == msg.uid and q.attempt == msg.attempt:
-                self.queue.remove(q)
-                q.comp.queued.discard(q.uid)
-                if isinstance(q.payload, str):
-                    xfer.discard(q.payload)
-                session.reply((msg.uid, msg.attempt, int(JobStatus.Cancelled), 0.0, 0.0,
-                               failure_payload('cancelled before it started')))
-                return
-        for comp in session.comps.values():
-            if comp.running.get(msg.uid) == msg.attempt and comp.host is not None:
-                comp.host.cancel(msg.uid, self.opts.cancel_grace)
-                return
 
     async def _on_close(self, session: ClientSession, msg: m.CloseComputation) -> None:
         comp = session.comps.get(msg.comp_id)
@@ -675,28 +557,6 @@ def _same_file(path: str, size: int, sha256: bytes) -> bool:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.digest() == sha256
-
-
-def _size_of(payload: bytes | str) -> int:
-    """A reply payload's size (str: the path of the transfer file holding it)."""
-    if isinstance(payload, str):
-        try:
-            return os.stat(payload).st_size
-        except OSError:
-            return 0
-    return len(payload)
-
-
-def _take_result(path: str) -> bytes:
-    """A result the job left in a transfer file, read (and the file kept for reuse)."""
-    try:
-        with open(path, 'rb', buffering=0) as f:
-            data = f.read()
-    except OSError as exc:
-        xfer.discard(path)
-        return failure_payload(f'the result was lost on the node: {exc.strerror}')
-    xfer.recycle(path)
-    return data
 
 
 def _safe_name(name: str) -> str:
