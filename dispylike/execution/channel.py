@@ -36,6 +36,12 @@ PROVISIONAL, RESULT, FILE = 1, 2, 3    # FILE body: u16 name length, UTF-8 name,
 RESULT_FILE = 4
 #: In LENGTH: the arguments are in the transfer file whose path (UTF-8) follows.
 BY_FILE = 1 << 63
+#: In LENGTH, to a warm worker: a job written ahead, while the worker still runs the one
+#: before.  Before running it the worker takes its token from its gate pipe: GO, or SKIP
+#: if the computation process took GO back first (the job was cancelled or put back).
+#: One byte read by one of two processes decides, so a job runs or it does not.
+AHEAD = 1 << 62
+GO, SKIP = b'g', b's'
 FILE_NAME = struct.Struct('!H')
 RESULT_HEADER = struct.Struct('!BddQ')
 

@@ -23,6 +23,7 @@ import io
 import mmap
 import os
 import pickle
+import select
 import subprocess
 import sys
 import time
@@ -334,20 +335,66 @@ def run_job(loaded: Loaded | None, afd: int, wfd: int, rehearsal: bool = False) 
     return 0
 
 
-def serve_jobs(loaded: Loaded | None, afd: int, wfd: int) -> int:
+def _next_job(fd: int, pending: bytearray) -> tuple[int, bytes] | None:
+    """A warm worker's next job from its argument pipe: (LENGTH word, payload), None at
+    end of file.  The pipe may hold a second job (written ahead): ``pending`` keeps
+    what was read beyond the first."""
+    while len(pending) < _LENGTH_SIZE:
+        data = os.read(fd, SMALL)
+        if not data:
+            return None
+        pending += data
+    (length,) = _unpack_length(pending)
+    end = _LENGTH_SIZE + (length & ~(channel.BY_FILE | channel.AHEAD))
+    if len(pending) >= end:
+        payload = bytes(pending[_LENGTH_SIZE:end])
+        del pending[:end]
+    else:   # a large job: the rest, and no more, straight from the pipe
+        have = bytes(pending[_LENGTH_SIZE:])
+        pending.clear()
+        rest = _read_exactly(fd, end - _LENGTH_SIZE - len(have))
+        if rest is None:
+            return None
+        payload = have + rest
+    return length, payload
+
+
+def _passes_gate(gate: int) -> bool:
+    """Take a job-written-ahead's token from the gate pipe: True for GO (run it), False
+    for SKIP (the computation process took it back: cancelled, or put back in line).
+    The pipe is non-blocking: empty only while GO is being swapped for SKIP."""
+    while True:
+        try:
+            return os.read(gate, 1) == channel.GO
+        except BlockingIOError:
+            select.select([gate], [], [])
+
+
+def serve_jobs(loaded: Loaded | None, afd: int, wfd: int, gate: int = -1) -> int:
     """Body of a warm worker: run jobs from ``afd`` one after another, each result a
-    RESULT record on ``wfd``, until ``afd`` ends.  A job's changes to globals stay
-    for the next (as in any process pool); its working directory, its own depends
-    and its stdout/stderr capture do not.  Returns the exit code."""
+    RESULT record on ``wfd``, until ``afd`` ends.  A job written ahead (while the one
+    before ran: :data:`.channel.AHEAD`) runs only if its token in ``gate`` says GO.  A
+    job's changes to globals stay for the next (as in any process pool); its working
+    directory, its own depends and its stdout/stderr capture do not.  Returns the
+    exit code."""
     global _job_wfd
     if loaded is None:
         return 71
     _job_wfd = wfd
     home = os.getcwd()
+    pending = bytearray()
     while True:
-        payload = _read_job(afd)
-        if payload is None:
+        job = _next_job(afd, pending)
+        if job is None:
             return 0
+        length, payload = job
+        if length & channel.AHEAD and not _passes_gate(gate):
+            continue
+        if length & channel.BY_FILE:
+            try:
+                payload = xfer.take_mapped(payload.decode())
+            except (OSError, ValueError, UnicodeDecodeError):
+                return 0   # as a fork-per-job process does with an unreadable transfer file
         _run_one(loaded, payload, wfd)
         if os.getcwd() != home:
             os.chdir(home)

@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import channel
 from .forking import LeanForks
@@ -51,6 +52,11 @@ class JobProcess:
     cpu_time: float = 0.0
     reported: bool = False         # its (only) job was reported (fork per job)
     retiring: bool = False         # a warm worker that runs no more jobs (cancelled)
+    # warm workers: a job written ahead (see channel.AHEAD) and the gate pipe's ends
+    ahead: Any = None              # the WaitingJob written ahead, while ``uid`` runs
+    gated: list = field(default_factory=list)   # jobs whose GO token may be in the gate
+    gate_r: int = -1               # (non-blocking, shared with the worker)
+    gate_w: int = -1
 
     @property
     def usable(self) -> bool:
@@ -79,29 +85,36 @@ def take_records(proc: JobProcess, sink: RecordSink) -> None:
         del buf[:pos]
 
 
-def spawn(count: int, warm: bool, body: Callable[[int, int, bool], int],
+def spawn(count: int, warm: bool, body: Callable[[int, int, bool, int], int],
           inherited: tuple[int, ...]) -> tuple[list[JobProcess], OSError | None]:
     """Fork up to ``count`` job processes; returns them and the error that stopped the
     burst short (if any).  A child closes ``inherited`` (the computation process's
-    own descriptors) and the other pipes of the burst, then ``body(afd, wfd, warm)``
-    runs and its return value is the exit code.
+    own descriptors) and the other pipes of the burst, then ``body(afd, wfd, warm,
+    gate)`` runs and its return value is the exit code (``gate``: a warm worker's
+    gate pipe, see :data:`.channel.AHEAD`; -1 for a fork-per-job process).
 
     Between two forks this process runs as little Python as possible: every fork
     write-protects its pages and each page written afterwards costs a copy-on-write
     fault, so the pipes are made before the burst and the bookkeeping after it.  For
     the same reason a child gets what it closes as one tuple of numbers instead of
     walking the computation process's objects."""
-    pipes: list[tuple[int, int, int, int]] = []   # (rfd, wfd, afd_r, afd_w)
+    pipes: list[tuple[int, ...]] = []   # (rfd, wfd, afd_r, afd_w, gate_r, gate_w)
     error: OSError | None = None
     try:
         for _ in range(count):
-            pipes.append(os.pipe() + os.pipe())
+            fds = os.pipe() + os.pipe()
+            try:
+                pipes.append(fds + (os.pipe2(os.O_NONBLOCK) if warm else (-1, -1)))
+            except OSError:
+                for fd in fds:
+                    os.close(fd)
+                raise
     except OSError as exc:
         error = exc
-    closing = inherited + tuple(fd for fds in pipes for fd in fds)
+    closing = inherited + tuple(fd for fds in pipes for fd in fds if fd >= 0)
     pids: list[int] = []
     with LeanForks() as forks:
-        for _rfd, wfd, afd_r, _afd_w in pipes:
+        for _rfd, wfd, afd_r, _afd_w, gate_r, _gate_w in pipes:
             try:
                 pid = os.fork()
             except OSError as exc:
@@ -109,15 +122,16 @@ def spawn(count: int, warm: bool, body: Callable[[int, int, bool], int],
                 break
             if pid == 0:
                 forks.restore()
-                _child_main(afd_r, wfd, closing, warm, body)
+                _child_main((afd_r, wfd, gate_r), closing, warm, body)
             pids.append(pid)
     spawned = []
-    for index, (rfd, wfd, afd_r, afd_w) in enumerate(pipes):
+    for index, (rfd, wfd, afd_r, afd_w, gate_r, gate_w) in enumerate(pipes):
         os.close(wfd)
         os.close(afd_r)
         if index >= len(pids):  # its fork failed
-            os.close(rfd)
-            os.close(afd_w)
+            for fd in (rfd, afd_w, gate_r, gate_w):
+                if fd >= 0:
+                    os.close(fd)
             continue
         pid = pids[index]
         try:
@@ -125,23 +139,25 @@ def spawn(count: int, warm: bool, body: Callable[[int, int, bool], int],
         except OSError:
             pass
         os.set_blocking(rfd, False)
-        spawned.append(JobProcess(pid, rfd, afd_w, warm))
+        spawned.append(JobProcess(pid, rfd, afd_w, warm, gate_r=gate_r, gate_w=gate_w))
     return spawned, error
 
 
-def _child_main(afd: int, wfd: int, closing: tuple[int, ...], warm: bool,
-                body: Callable[[int, int, bool], int]) -> None:
-    """A forked job process; never returns."""
+def _child_main(kept: tuple[int, int, int], closing: tuple[int, ...], warm: bool,
+                body: Callable[[int, int, bool, int], int]) -> None:
+    """A forked job process; never returns.  ``kept``: its argument pipe, result pipe
+    and gate pipe (-1: none), which it does not close with ``closing``."""
     code = 70
     try:
         for fd in closing:
-            if fd != afd and fd != wfd:
+            if fd not in kept:
                 try:
                     _close(fd)
                 except OSError:
                     pass
         _child_signals()
-        code = body(afd, wfd, warm)
+        afd, wfd, gate = kept
+        code = body(afd, wfd, warm, gate)
         if code == 0 and not warm:
             _sleep(LINGER)   # its result is out (and its pipe closed): see LINGER
     finally:

@@ -45,6 +45,22 @@ class JobQueue:
             return None
         return self.waiting.pop(next(iter(self.waiting)))
 
+    def take_next(self, largest: int) -> WaitingJob | None:
+        """The oldest waiting job, to run on a CPU already lent once the job running
+        there ends (written ahead to a warm worker), if its arguments are inline and at
+        most ``largest`` bytes; None if not, if nothing waits or if CPUs are owed back."""
+        if self.owed > 0 or not self.waiting:
+            return None
+        uid = next(iter(self.waiting))
+        payload = self.waiting[uid].payload
+        if not isinstance(payload, bytes) or len(payload) > largest:
+            return None
+        return self.waiting.pop(uid)
+
+    def put_back(self, job: WaitingJob) -> None:
+        """A job taken with :meth:`take_next` that did not start: first in line again."""
+        self.waiting = {job.uid: job, **self.waiting}
+
     def give_back(self, count: int) -> None:
         """The node serves fewer CPUs: return ``count`` CPUs as jobs end."""
         self.owed += max(0, count)

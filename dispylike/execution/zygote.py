@@ -17,7 +17,10 @@ job runs in a fresh process: to keep fork off a job's critical path the zygote
 keeps "spare" processes, forked ahead and blocked on their argument pipe.
 With warm workers (``JobCluster(warm_workers=True)``) a job process runs the
 computation's jobs one after another; one that crashes or is cancelled is
-killed (its process group) and a fresh one forked in its place.
+killed (its process group) and a fresh one forked in its place.  A worker that runs
+a job gets the next waiting one written behind it, gated by a token it must take
+before starting it, so the job can still be taken back (cancelled, moved to a CPU
+that came free, put back in line) until it starts: see :data:`.channel.AHEAD`.
 
 The node lends the zygote a CPU with each job it may start at once; other
 jobs wait in the zygote (:mod:`.jobqueue`), and when a job ends the next one
@@ -37,6 +40,7 @@ their parent (parent-death signal).
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
 import os
@@ -105,6 +109,17 @@ IDLE_SPARES_PER_CPU = 3
 TRIM_AFTER = 1 << 20
 #: Tries to hand a job to a warm worker before it is refused (a worker may have died idle).
 WARM_TRIES = 3
+#: A warm worker that runs a job gets the next waiting one written behind it (arguments
+#: up to this size; see channel.AHEAD): it starts that job as soon as it has written the
+#: result, instead of waiting for this process to read the result and hand it the next.
+#: Measured (bench/profile.py --jobs 20000 --warm): 7,733-7,992 jobs/s without (0.20 ms
+#: of CPU per job), 10,263-10,424 with (0.15 ms).
+AHEAD_MAX = 16 * 1024
+#: A worker's argument pipe holds at most two jobs written ahead while it runs a job
+#: (the next on its CPU, not read yet, and the one behind it): a write ahead never
+#: blocks this process if the pipe has room for both.  The system may give a pipe
+#: less (a user over its pipe budget gets 4 KiB): such a worker gets no job ahead.
+AHEAD_ROOM = 2 * (AHEAD_MAX + 8)
 
 
 def _send(sock: socket.socket, *fields: Any) -> None:
@@ -203,14 +218,24 @@ class Zygote:
             self.queue.add(WaitingJob(uid, attempt, payload))
             if lend:
                 self._lent()
+            elif self.warm:
+                self._fill_ahead()
         elif kind == 'lend':
             self._lent()
         elif kind == 'reclaim':
             self.queue.give_back(msg[1])
+            for proc in self._ahead_of_others():   # CPUs go back as running jobs end
+                job = proc.ahead
+                if self._take_back(proc, job):
+                    self.queue.put_back(job)
         elif kind == 'drop':
             for job in self.queue.drop():
                 _discard(job.payload)
                 self._out('cancelled', job.uid, job.attempt)
+            for proc in self._ahead_of_others():   # (jobs that started run on)
+                job = proc.ahead
+                if self._take_back(proc, job):
+                    self._out('cancelled', job.uid, job.attempt)
         elif kind == 'cancel':
             self.cancel(msg[1], msg[2])
         elif kind == 'load':
@@ -299,6 +324,7 @@ class Zygote:
 
     # --- jobs -----------------------------------------------------------------------
     def _lent(self) -> None:
+        self._steal_ahead()
         if not self._run_on_cpu(self.queue.lend()):
             self._out('returned')
 
@@ -346,9 +372,140 @@ class Zygote:
             if not proc.warm:
                 os.close(proc.afd)
                 proc.afd = -1
+            else:
+                self._write_ahead(proc)
             return True
         self._refuse(uid, attempt, payload, length, 'no worker process could take the job')
         return False
+
+    # --- warm workers: a job written ahead ------------------------------------------
+    def _write_ahead(self, proc: JobProcess) -> None:
+        """Write the next waiting job behind the one warm worker ``proc`` runs, on the
+        same lent CPU (see AHEAD_MAX), with its GO token in the gate pipe."""
+        if proc.ahead is not None or proc.uid < 0 or proc.retiring or proc.gate_w < 0:
+            return
+        job = self.queue.take_next(AHEAD_MAX)
+        if job is None:
+            return
+        try:
+            os.write(proc.gate_w, channel.GO)
+            write_all(proc.afd, channel.LENGTH.pack(len(job.payload) | channel.AHEAD)
+                      + job.payload)
+        except OSError:   # the worker died: it will never read the job
+            self.queue.put_back(job)
+            return
+        proc.ahead = job
+        proc.gated.append(job)
+        self.pids[job.uid] = proc.pid
+
+    def _fill_ahead(self) -> None:
+        """A job arrived to wait: behind a running warm worker, if one has room."""
+        for proc in self.procs.values():
+            if not self.queue.waiting:
+                return
+            if proc.warm and proc.ahead is None and proc.uid >= 0:
+                self._write_ahead(proc)
+
+    def _ahead_of_others(self) -> list[JobProcess]:
+        return [proc for proc in self.procs.values() if proc.ahead is not None]
+
+    def _unconsumed(self, proc: JobProcess) -> tuple[bytes, list]:
+        """Take every token still in ``proc``'s gate (the worker, if it wants one, waits
+        until they are written back): the tokens and the jobs they belong to (None for
+        a job already denied).  They are the last written: the worker takes tokens in
+        the order its jobs were written, so the entries before them are forgotten."""
+        tokens = b''
+        while True:
+            try:
+                chunk = os.read(proc.gate_r, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            tokens += chunk
+        count = len(tokens)
+        if count > len(proc.gated):   # never expected: let every job run
+            logging.getLogger('dispynode').error(
+                'gate of job process %d holds %d tokens for %d jobs', proc.pid, count,
+                len(proc.gated))
+            count = 0
+        del proc.gated[:len(proc.gated) - count]
+        return tokens, proc.gated
+
+    def _take_back(self, proc: JobProcess, job: WaitingJob) -> bool:
+        """Deny ``job``, written ahead to ``proc``, its start: True if it will not run
+        (its GO token was still in the gate: SKIP takes its place), False if it has
+        started.  A byte in a pipe is read by one process only, so the worker and this
+        process cannot both have it."""
+        tokens, waiting = self._unconsumed(proc)
+        index = next((i for i, other in enumerate(waiting) if other is job), -1)
+        if index >= 0:
+            tokens = tokens[:index] + channel.SKIP + tokens[index + 1:]
+            waiting[index] = None
+        if tokens:
+            os.write(proc.gate_w, tokens)
+        if index < 0:
+            return False
+        self.pids.pop(job.uid, None)
+        if proc.ahead is job:
+            proc.ahead = None
+        elif proc.ahead is not None:   # it was next on its CPU: the job behind it is now
+            after, proc.ahead = proc.ahead, None
+            proc.uid, proc.attempt = after.uid, after.attempt
+        else:   # it was next on its CPU, which passes on (the caller's part)
+            proc.uid = proc.attempt = -1
+        return True
+
+    def _cancel_warm(self, proc: JobProcess, uid: int) -> bool:
+        """Cancel job ``uid`` of warm worker ``proc`` if it has not started (True), or
+        make sure only it can be interrupted: the job written behind it goes back in
+        line (True if that one started already: ``uid`` has ended, its result is on its
+        way).  False: interrupt the worker."""
+        target = next((job for job in proc.gated if job and job.uid == uid), None)
+        if target is not None and self._take_back(proc, target):
+            self._out('cancelled', uid, target.attempt)
+            if proc.uid < 0:   # the worker is idle
+                self.spares.append(proc)
+                self._pass_cpu()
+            return True
+        after = proc.ahead
+        if after is not None and after.uid != uid:
+            if not self._take_back(proc, after):
+                return True
+            self.queue.put_back(after)
+        return False
+
+    def _requeue_unstarted(self, proc: JobProcess) -> None:
+        """A warm worker is gone: the jobs written to it that did not pass the gate go
+        back first in line (the CPU that one of them was next on passes on)."""
+        _tokens, waiting = self._unconsumed(proc)
+        unstarted = [job for job in waiting if job is not None]
+        proc.gated = []
+        for job in reversed(unstarted):
+            self.queue.put_back(job)
+            self.pids.pop(job.uid, None)
+        if proc.ahead is not None and any(job is proc.ahead for job in unstarted):
+            proc.ahead = None
+        if proc.uid >= 0 and any(job.uid == proc.uid for job in unstarted):
+            proc.uid = proc.attempt = -1
+            self._pass_cpu()
+
+    def _steal_ahead(self) -> None:
+        """A CPU is free and no job waits here: a job written ahead behind another
+        worker's job (which may run for long) moves to it, if it has not started: a
+        CPU does not idle while a job waits."""
+        if self.warm and not self.queue.waiting:
+            for proc in self._ahead_of_others():
+                job = proc.ahead
+                if self._take_back(proc, job):
+                    self.queue.put_back(job)
+                    return
+
+    def _pass_cpu(self) -> None:
+        """A lent CPU whose next job will not run: to the next waiting job, or back."""
+        self._steal_ahead()
+        if not self._run_on_cpu(self.queue.ended()):
+            self._out('returned')
 
     def _refuse(self, uid: int, attempt: int, payload: bytes, length: int, why: str) -> None:
         if length & channel.BY_FILE:
@@ -383,15 +540,17 @@ class Zygote:
         self.rehearsal = rehearsal   # read by _job_body in the children
         spawned, error = spawn(count, self.warm, self._job_body, self._inherited_fds())
         for proc in spawned:
+            if proc.warm and _pipe_size(proc.afd) < AHEAD_ROOM:
+                _close_gate(proc)   # writing ahead could block this process: not for it
             self.procs[proc.pid] = proc
             self.sel.register(proc.rfd, selectors.EVENT_READ, proc)
         if not spawned:
             raise error or OSError('no job process could be forked')
         return spawned
 
-    def _job_body(self, afd: int, wfd: int, warm: bool) -> int:
+    def _job_body(self, afd: int, wfd: int, warm: bool, gate: int) -> int:
         if warm:
-            return serve_jobs(self.loaded, afd, wfd)
+            return serve_jobs(self.loaded, afd, wfd, gate)
         return run_job(self.loaded, afd, wfd, self.rehearsal)
 
     def _inherited_fds(self) -> tuple[int, ...]:
@@ -401,10 +560,8 @@ class Zygote:
         hide that one's end)."""
         fds = [self._wake_r, self._wake_w, self.sel.fileno(), self.ctl.fileno()]
         for other in self.procs.values():
-            if other.rfd >= 0:
-                fds.append(other.rfd)
-            if other.afd >= 0:
-                fds.append(other.afd)
+            fds.extend(fd for fd in (other.rfd, other.afd, other.gate_r, other.gate_w)
+                       if fd >= 0)
         return tuple(fds)
 
     def read_output(self, proc: JobProcess) -> None:
@@ -482,12 +639,28 @@ class Zygote:
         proc.uid = proc.attempt = -1
         self.pids.pop(uid, None)
         if proc.warm:
+            for index, job in enumerate(proc.gated):   # if it was written ahead, it
+                if job is not None and job.uid == uid:  # and those before it passed the gate
+                    del proc.gated[:index + 1]
+                    break
+            after = proc.ahead
+            if after is not None:
+                if (proc.retiring or not proc.usable) and self._take_back(proc, after):
+                    self.queue.put_back(after)    # it never started: first in line again
+                else:   # it runs (or is about to) on this CPU
+                    proc.ahead = None
+                    proc.uid, proc.attempt = after.uid, after.attempt
+                    self._out('done', uid, attempt, wait_status, cpu_time, output, False)
+                    self._write_ahead(proc)
+                    return
             if proc.retiring or not proc.usable:
                 self._retire(proc)
             else:
                 self.spares.append(proc)   # idle first: the next job may start on it
         else:
             self.deadlines.pop(proc.pid, None)
+        if proc.warm:
+            self._steal_ahead()
         kept = self._run_on_cpu(self.queue.ended())  # first: the CPU waits for no one
         self._out('done', uid, attempt, wait_status, cpu_time, output, not kept)
         if not proc.warm:
@@ -517,6 +690,8 @@ class Zygote:
         if pid is None or pid in self.deadlines:
             return
         proc = self.procs.get(pid)
+        if proc is not None and proc.warm and self._cancel_warm(proc, uid):
+            return
         if proc is not None:
             proc.retiring = True   # a warm worker is not trusted with another job
         kill_group(pid, signal.SIGINT)
@@ -555,11 +730,28 @@ class Zygote:
             proc.cpu_time = usage.ru_utime + usage.ru_stime
             if not proc.eof:
                 self.drain(proc)  # the pipe may hold the last bytes
+            if proc.warm:
+                self._requeue_unstarted(proc)
+                _close_gate(proc)
             self._report(proc)
             if proc.warm:
                 self._top_up()    # a fresh worker in its place
             if block:
                 return
+
+
+def _pipe_size(fd: int) -> int:
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except (OSError, AttributeError):   # not Linux
+        return 0
+
+
+def _close_gate(proc: JobProcess) -> None:
+    for fd in (proc.gate_r, proc.gate_w):
+        if fd >= 0:
+            os.close(fd)
+    proc.gate_r = proc.gate_w = -1
 
 
 def _discard(payload: bytes | str) -> None:

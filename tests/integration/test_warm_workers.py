@@ -276,3 +276,143 @@ def test_a_worker_that_died_idle_is_replaced_and_no_job_is_lost(node1):
         results = {j() for j in jobs}
         assert all(j.status == DispyJob.Finished for j in jobs)
         assert worker not in results and len(results) == 1
+
+
+# --- jobs written ahead: a waiting job is written behind the one a warm worker runs,
+# --- with a token in the worker's gate pipe that decides whether it may start
+
+def gated(name, box, mode='ok'):
+    """Mark ``name`` as started in ``box``; with mode 'hold', wait for ``name``.go there,
+    then die if it says 'exit'; returns (name, pid)."""
+    import os
+    import time
+    open(os.path.join(box, name), 'w').close()
+    go = os.path.join(box, name + '.go')
+    if mode == 'hold':
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go):
+            if time.monotonic() > deadline:
+                raise TimeoutError(name)
+            time.sleep(0.01)
+        with open(go) as f:
+            if f.read() == 'exit':
+                os._exit(3)
+    return name, os.getpid()
+
+
+def _ahead_case(tmp_path, scenario):
+    """One 1-CPU warm computation process: job 1 holds its worker, job 2 arrives while it
+    runs (so it is written ahead), then ``scenario(host, box, runs)``; the outcomes."""
+    box = tmp_path / 'box'
+    box.mkdir()
+
+    def args(*a):
+        return cloudpickle.dumps((a, {}), protocol=5)
+
+    async def main():
+        host = ComputationHost('c', 'gated', str(tmp_path))
+        await host.start(package(gated, warm_workers=True).code, {}, spares=1)
+        try:
+            first = host.run(1, 1, args('one', str(box), 'hold'))
+            await asyncio.to_thread(wait_until, (box / 'one').exists, 30, 'job 1 running')
+            second = host.run(2, 1, args('two', str(box)), lend=False)
+            return await scenario(host, box, args, first, second)
+        finally:
+            await host.close(run_cleanup=False)
+    return box, asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def _result(outcome):
+    return pickle.loads(outcome.payload)[0]
+
+
+def test_a_job_written_ahead_and_cancelled_never_runs_and_the_one_before_is_untouched(tmp_path):
+    async def scenario(host, box, args, first, second):
+        await asyncio.sleep(0.2)          # job 2 reaches the process (written ahead)
+        host.cancel(2)
+        cancelled = await second
+        (box / 'one.go').touch()
+        done = await first
+        third = await host.run(3, 1, args('three', str(box)))
+        return cancelled, done, third
+
+    box, (cancelled, done, third) = _ahead_case(tmp_path, scenario)
+    assert cancelled.status is JobStatus.Cancelled
+    assert not (box / 'two').exists()                        # it never started
+    assert done.status is JobStatus.Finished and _result(done)[0] == 'one'
+    assert _result(third)[1] == _result(done)[1]             # the worker was not killed
+
+
+def test_two_jobs_written_ahead_in_turn_and_cancelled_never_run(tmp_path):
+    """The second one's token sits behind the first one's SKIP in the gate."""
+    async def scenario(host, box, args, first, second):
+        await asyncio.sleep(0.2)
+        host.cancel(2)
+        cancelled = [await second]
+        third = host.run(3, 1, args('three', str(box)), lend=False)
+        await asyncio.sleep(0.2)
+        host.cancel(3)
+        cancelled.append(await third)
+        (box / 'one.go').touch()
+        return cancelled, await first
+
+    box, (cancelled, done) = _ahead_case(tmp_path, scenario)
+    assert [o.status for o in cancelled] == [JobStatus.Cancelled] * 2
+    assert not (box / 'two').exists() and not (box / 'three').exists()
+    assert done.status is JobStatus.Finished and _result(done)[0] == 'one'
+
+
+def test_cancelling_the_running_job_puts_the_one_written_behind_it_back_in_line(tmp_path):
+    async def scenario(host, box, args, first, second):
+        await asyncio.sleep(0.2)
+        host.cancel(1, grace=0.5)
+        return await first, await second
+
+    box, (interrupted, after) = _ahead_case(tmp_path, scenario)
+    assert interrupted.status is JobStatus.Terminated
+    assert 'KeyboardInterrupt' in pickle.loads(interrupted.payload)[3]   # by the cancel
+    assert after.status is JobStatus.Finished and _result(after)[0] == 'two'
+
+
+def test_a_crash_of_the_running_job_puts_the_one_written_behind_it_back_in_line(tmp_path):
+    async def scenario(host, box, args, first, second):
+        await asyncio.sleep(0.2)
+        (box / 'one.go').write_text('exit')   # job 1 kills its worker
+        return await first, await second
+
+    box, (crashed, after) = _ahead_case(tmp_path, scenario)
+    assert crashed.status is JobStatus.Terminated
+    assert 'exit status 3' in pickle.loads(crashed.payload)[3]
+    assert after.status is JobStatus.Finished and _result(after)[0] == 'two'
+
+
+def test_a_free_cpu_takes_a_job_written_ahead_behind_a_long_job(tmp_path):
+    """Work-conserving: two workers hold jobs 1 and 2, jobs 3 and 4 are written ahead,
+    one behind each; once job 2 ends, its CPU runs both 3 and 4 while job 1 still runs."""
+    box = tmp_path / 'box'
+    box.mkdir()
+
+    def args(*a):
+        return cloudpickle.dumps((a, {}), protocol=5)
+
+    async def main():
+        host = ComputationHost('c', 'gated', str(tmp_path))
+        await host.start(package(gated, warm_workers=True).code, {}, spares=2)
+        try:
+            one = host.run(1, 1, args('one', str(box), 'hold'))
+            two = host.run(2, 1, args('two', str(box), 'hold'))
+            for name in ('one', 'two'):
+                await asyncio.to_thread(wait_until, (box / name).exists, 30, f'job {name}')
+            rest = [host.run(n, 1, args(str(n), str(box)), lend=False) for n in (3, 4)]
+            await asyncio.sleep(0.2)     # both written ahead, one behind each running job
+            (box / 'two.go').touch()
+            done = await asyncio.wait_for(asyncio.gather(two, *rest), 20)
+            assert not (box / 'one.go').exists()
+            (box / 'one.go').touch()
+            return await one, done
+        finally:
+            await host.close(run_cleanup=False)
+
+    first, (second, third, fourth) = asyncio.run(asyncio.wait_for(main(), 60))
+    assert all(o.status is JobStatus.Finished for o in (first, second, third, fourth))
+    assert _result(third)[1] == _result(fourth)[1] == _result(second)[1]   # on job 2's CPU

@@ -46,3 +46,22 @@ def test_cancel_and_drop_remove_waiting_jobs_only():
     assert queue.cancel(2) is None           # once
     assert [job.uid for job in queue.drop()] == [3]
     assert queue.ended() is None and not queue.waiting
+
+
+def test_take_next_gives_the_oldest_small_inline_job_and_put_back_makes_it_first_again():
+    q = JobQueue()
+    q.add(WaitingJob(1, 0, b'x' * 10))
+    q.add(WaitingJob(2, 0, b'y'))
+    assert q.take_next(5) is None                 # too large to write ahead: it waits
+    job = q.take_next(10)
+    assert job.uid == 1 and list(q.waiting) == [2]
+    q.put_back(job)
+    assert list(q.waiting) == [1, 2]
+    q.give_back(1)
+    assert q.take_next(10) is None                # a CPU is owed: nothing more runs on it
+
+
+def test_take_next_leaves_jobs_whose_arguments_are_in_a_file():
+    q = JobQueue()
+    q.add(WaitingJob(1, 0, '/dev/shm/some-transfer-file'))
+    assert q.take_next(1 << 20) is None and list(q.waiting) == [1]
