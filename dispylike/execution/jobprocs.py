@@ -104,7 +104,7 @@ def spawn(count: int, warm: bool, body: Callable[[int, int, bool, int], int],
         for _ in range(count):
             fds = os.pipe() + os.pipe()
             try:
-                pipes.append(fds + (os.pipe2(os.O_NONBLOCK) if warm else (-1, -1)))
+                pipes.append(fds + (_gate_pipe() if warm else (-1, -1)))
             except OSError:
                 for fd in fds:
                     os.close(fd)
@@ -141,6 +141,14 @@ def spawn(count: int, warm: bool, body: Callable[[int, int, bool, int], int],
         os.set_blocking(rfd, False)
         spawned.append(JobProcess(pid, rfd, afd_w, warm, gate_r=gate_r, gate_w=gate_w))
     return spawned, error
+
+
+def _gate_pipe() -> tuple[int, int]:
+    """A warm worker's gate: non-blocking at both ends, not inherited by programs."""
+    fds = os.pipe()
+    for fd in fds:
+        os.set_blocking(fd, False)
+    return fds
 
 
 def _child_main(kept: tuple[int, int, int], closing: tuple[int, ...], warm: bool,

@@ -49,6 +49,7 @@ import selectors
 import signal
 import socket
 import sys
+import termios
 import time
 import traceback
 from collections import deque
@@ -115,11 +116,14 @@ WARM_TRIES = 3
 #: Measured (bench/profile.py --jobs 20000 --warm): 7,733-7,992 jobs/s without (0.20 ms
 #: of CPU per job), 10,263-10,424 with (0.15 ms).
 AHEAD_MAX = 16 * 1024
-#: A worker's argument pipe holds at most two jobs written ahead while it runs a job
-#: (the next on its CPU, not read yet, and the one behind it): a write ahead never
-#: blocks this process if the pipe has room for both.  The system may give a pipe
-#: less (a user over its pipe budget gets 4 KiB): such a worker gets no job ahead.
+#: Writing a job ahead never blocks this process: it writes one only while at most
+#: AHEAD_MAX + 8 bytes wait unread in the worker's argument pipe (a job taken back stays
+#: there until the worker reads past it), and a worker whose pipe the system keeps
+#: smaller than this (a user over its pipe budget gets 4 KiB) gets no job ahead.
 AHEAD_ROOM = 2 * (AHEAD_MAX + 8)
+#: Tokens are read from a gate in one read of this size: more than a gate can hold, as
+#: a worker's argument pipe holds fewer jobs than that.
+GATE_READ = 1 << 16
 
 
 def _send(sock: socket.socket, *fields: Any) -> None:
@@ -152,6 +156,7 @@ class Zygote:
         self._wake_r = -1
         self._wake_w = -1
         self.passed = 0   # bytes read from the node and job processes since the last trim
+        self.closing = False
 
     # --- loop -----------------------------------------------------------------------
     def serve(self) -> None:
@@ -302,6 +307,9 @@ class Zygote:
         self._out('shutdown')
 
     def finish(self, run_cleanup: bool) -> None:
+        self.closing = True   # nothing starts now: the node fails what was not reported
+        for proc in self.procs.values():
+            proc.ahead, proc.gated = None, []
         self.spare_low = self.spare_high = self.spare_burst = 0
         for job in self.queue.drop():   # the node fails them: nothing may start now
             _discard(job.payload)
@@ -331,7 +339,7 @@ class Zygote:
     def _run_on_cpu(self, job: WaitingJob | None) -> bool:
         """Start ``job`` on a lent CPU (the next waiting job if it cannot start).
         False: nothing started, the CPU goes back to the node."""
-        while job is not None:
+        while job is not None and not self.closing:
             if self.start_job(job.uid, job.attempt, job.payload):
                 return True
             job = self.queue.ended()
@@ -382,18 +390,19 @@ class Zygote:
     def _write_ahead(self, proc: JobProcess) -> None:
         """Write the next waiting job behind the one warm worker ``proc`` runs, on the
         same lent CPU (see AHEAD_MAX), with its GO token in the gate pipe."""
-        if proc.ahead is not None or proc.uid < 0 or proc.retiring or proc.gate_w < 0:
-            return
+        if (proc.ahead is not None or proc.uid < 0 or proc.gate_w < 0
+                or not proc.usable or _unread(proc.afd) > AHEAD_ROOM - AHEAD_MAX - 8):
+            return   # (jobs taken back stay in the pipe until the worker reads past them)
         job = self.queue.take_next(AHEAD_MAX)
         if job is None:
             return
         try:
-            os.write(proc.gate_w, channel.GO)
             write_all(proc.afd, channel.LENGTH.pack(len(job.payload) | channel.AHEAD)
                       + job.payload)
         except OSError:   # the worker died: it will never read the job
             self.queue.put_back(job)
             return
+        os.write(proc.gate_w, channel.GO)   # after the job: no token without its job
         proc.ahead = job
         proc.gated.append(job)
         self.pids[job.uid] = proc.pid
@@ -415,9 +424,9 @@ class Zygote:
         a job already denied).  They are the last written: the worker takes tokens in
         the order its jobs were written, so the entries before them are forgotten."""
         tokens = b''
-        while True:
-            try:
-                chunk = os.read(proc.gate_r, 4096)
+        while proc.gate_r >= 0:
+            try:   # one read takes them all: the worker cannot take one in between
+                chunk = os.read(proc.gate_r, GATE_READ)
             except BlockingIOError:
                 break
             if not chunk:
@@ -622,6 +631,8 @@ class Zygote:
     def _report(self, proc: JobProcess) -> None:
         """A job process's output ended or it was reaped: report its job if it has one
         and how it ended is known (a whole result, else the wait status)."""
+        if proc.warm and proc.wait_status is not None and proc.gated:
+            self._requeue_unstarted(proc)   # first: such a job must not be reported
         if proc.uid < 0 or not proc.eof:
             return
         complete = isinstance(proc.final, tuple) or channel.result_complete(proc.final)
@@ -745,6 +756,14 @@ def _pipe_size(fd: int) -> int:
         return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
     except (OSError, AttributeError):   # not Linux
         return 0
+
+
+def _unread(fd: int) -> int:
+    """Bytes in the pipe ``fd`` writes to that its reader has not read yet."""
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
+    except OSError:
+        return 1 << 30   # unknown: as if full
 
 
 def _close_gate(proc: JobProcess) -> None:

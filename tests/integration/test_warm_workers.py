@@ -281,7 +281,7 @@ def test_a_worker_that_died_idle_is_replaced_and_no_job_is_lost(node1):
 # --- jobs written ahead: a waiting job is written behind the one a warm worker runs,
 # --- with a token in the worker's gate pipe that decides whether it may start
 
-def gated(name, box, mode='ok'):
+def gated(name, box, mode='ok', pad=''):
     """Mark ``name`` as started in ``box``; with mode 'hold', wait for ``name``.go there,
     then die if it says 'exit'; returns (name, pid)."""
     import os
@@ -416,3 +416,39 @@ def test_a_free_cpu_takes_a_job_written_ahead_behind_a_long_job(tmp_path):
     first, (second, third, fourth) = asyncio.run(asyncio.wait_for(main(), 60))
     assert all(o.status is JobStatus.Finished for o in (first, second, third, fourth))
     assert _result(third)[1] == _result(fourth)[1] == _result(second)[1]   # on job 2's CPU
+
+
+def test_closing_with_a_job_written_ahead_starts_nothing_and_ends(tmp_path):
+    """The computation closes (jobs killed) while job 2 is written behind job 1: nothing
+    is started in its place, the process ends and the closing reports no error."""
+    async def scenario(host, box, args, first, second):
+        await asyncio.sleep(0.2)
+        error = await host.close(run_cleanup=False, timeout=15)
+        return error, await first, await second
+
+    box, (error, first, second) = _ahead_case(tmp_path, scenario)
+    assert error == ''
+    assert first.status is second.status is JobStatus.Terminated
+    assert not (box / 'two').exists()
+
+
+def test_jobs_taken_back_again_and_again_never_block_the_computation_process(tmp_path):
+    """Each job written ahead and cancelled leaves its bytes in the worker's pipe until
+    the worker reads past them (job 1 holds it): writing more ahead must stop before
+    the pipe is full, or the computation process would block on it."""
+    async def scenario(host, box, args, first, second):
+        await asyncio.sleep(0.2)
+        host.cancel(2)
+        outcomes = [await second]
+        for n in range(3, 11):          # 8 more of ~15 KB: 120 KB, a pipe holds 64 KiB
+            job = host.run(n, 1, args(str(n), str(box), 'ok', 'x' * 15000), lend=False)
+            await asyncio.sleep(0.05)
+            host.cancel(n)
+            outcomes.append(await asyncio.wait_for(job, 10))
+        (box / 'one.go').touch()
+        return outcomes, await first
+
+    box, (outcomes, done) = _ahead_case(tmp_path, scenario)
+    assert [o.status for o in outcomes] == [JobStatus.Cancelled] * 9
+    assert done.status is JobStatus.Finished
+    assert sorted(p.name for p in box.iterdir()) == ['one', 'one.go']
