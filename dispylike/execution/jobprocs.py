@@ -55,6 +55,7 @@ class JobProcess:
     # warm workers: a job written ahead (see channel.AHEAD) and the gate pipe's ends
     ahead: Any = None              # the WaitingJob written ahead, while ``uid`` runs
     gated: list = field(default_factory=list)   # jobs whose GO token may be in the gate
+    denied: bool = False           # a job taken back may still be in the argument pipe
     gate_r: int = -1               # (non-blocking, shared with the worker)
     gate_w: int = -1
 

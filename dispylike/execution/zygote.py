@@ -116,10 +116,13 @@ WARM_TRIES = 3
 #: Measured (bench/profile.py --jobs 20000 --warm): 7,733-7,992 jobs/s without (0.20 ms
 #: of CPU per job), 10,263-10,424 with (0.15 ms).
 AHEAD_MAX = 16 * 1024
-#: Writing a job ahead never blocks this process: it writes one only while at most
-#: AHEAD_MAX + 8 bytes wait unread in the worker's argument pipe (a job taken back stays
-#: there until the worker reads past it), and a worker whose pipe the system keeps
-#: smaller than this (a user over its pipe budget gets 4 KiB) gets no job ahead.
+#: Writing a job ahead never blocks this process for long: a worker's argument pipe
+#: holds at most two jobs written ahead (the next on its CPU, maybe not read yet, and
+#: the one behind it) beside the tail of a job written to it directly, which it reads
+#: at once; a job taken back stays there until the worker reads past it, so after one
+#: a job is written ahead only while at most AHEAD_MAX + 8 bytes wait unread.  A worker
+#: whose pipe the system keeps smaller than this (a user over its pipe budget gets 4
+#: KiB) gets no job ahead.
 AHEAD_ROOM = 2 * (AHEAD_MAX + 8)
 #: Tokens are read from a gate in one read of this size: more than a gate can hold, as
 #: a worker's argument pipe holds fewer jobs than that.
@@ -390,19 +393,23 @@ class Zygote:
     def _write_ahead(self, proc: JobProcess) -> None:
         """Write the next waiting job behind the one warm worker ``proc`` runs, on the
         same lent CPU (see AHEAD_MAX), with its GO token in the gate pipe."""
-        if (proc.ahead is not None or proc.uid < 0 or proc.gate_w < 0
-                or not proc.usable or _unread(proc.afd) > AHEAD_ROOM - AHEAD_MAX - 8):
-            return   # (jobs taken back stay in the pipe until the worker reads past them)
+        if proc.ahead is not None or proc.uid < 0 or proc.gate_w < 0 or not proc.usable:
+            return
+        if proc.denied and _unread(proc.afd) > AHEAD_ROOM - AHEAD_MAX - 8:
+            return   # jobs taken back stay in the pipe until the worker reads past them
         job = self.queue.take_next(AHEAD_MAX)
         if job is None:
             return
+        # the token first: a worker that reads the job at once finds it (after the job,
+        # W1w ran ~5% slower: the worker often waited for it in select)
+        os.write(proc.gate_w, channel.GO)
         try:
             write_all(proc.afd, channel.LENGTH.pack(len(job.payload) | channel.AHEAD)
                       + job.payload)
         except OSError:   # the worker died: it will never read the job
             self.queue.put_back(job)
+            proc.gated.append(None)   # (the token has no job: counted as denied)
             return
-        os.write(proc.gate_w, channel.GO)   # after the job: no token without its job
         proc.ahead = job
         proc.gated.append(job)
         self.pids[job.uid] = proc.pid
@@ -439,6 +446,7 @@ class Zygote:
                 len(proc.gated))
             count = 0
         del proc.gated[:len(proc.gated) - count]
+        proc.denied = any(job is None for job in proc.gated)
         return tokens, proc.gated
 
     def _take_back(self, proc: JobProcess, job: WaitingJob) -> bool:
@@ -451,6 +459,7 @@ class Zygote:
         if index >= 0:
             tokens = tokens[:index] + channel.SKIP + tokens[index + 1:]
             waiting[index] = None
+            proc.denied = True
         if tokens:
             os.write(proc.gate_w, tokens)
         if index < 0:
