@@ -300,26 +300,35 @@ def gated(name, box, mode='ok', pad=''):
     return name, os.getpid()
 
 
-def _ahead_case(tmp_path, scenario):
-    """One 1-CPU warm computation process: job 1 holds its worker, job 2 arrives while it
-    runs (so it is written ahead), then ``scenario(host, box, runs)``; the outcomes."""
+def _gated_args(*a):
+    return cloudpickle.dumps((a, {}), protocol=5)
+
+
+def _on_gated_host(tmp_path, cpus, body):
+    """Run ``await body(host, box)`` with a warm computation process of ``gated`` with
+    ``cpus`` workers (``box``: its jobs' marker directory); returns (box, the result)."""
     box = tmp_path / 'box'
     box.mkdir()
 
-    def args(*a):
-        return cloudpickle.dumps((a, {}), protocol=5)
-
     async def main():
         host = ComputationHost('c', 'gated', str(tmp_path))
-        await host.start(package(gated, warm_workers=True).code, {}, spares=1)
+        await host.start(package(gated, warm_workers=True).code, {}, spares=cpus)
         try:
-            first = host.run(1, 1, args('one', str(box), 'hold'))
-            await asyncio.to_thread(wait_until, (box / 'one').exists, 30, 'job 1 running')
-            second = host.run(2, 1, args('two', str(box)), lend=False)
-            return await scenario(host, box, args, first, second)
+            return await body(host, box)
         finally:
             await host.close(run_cleanup=False)
     return box, asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def _ahead_case(tmp_path, scenario):
+    """One worker: job 1 holds it, job 2 arrives while it runs (so it is written ahead),
+    then ``await scenario(host, box, args, first, second)`` (the two jobs' futures)."""
+    async def body(host, box):
+        first = host.run(1, 1, _gated_args('one', str(box), 'hold'))
+        await asyncio.to_thread(wait_until, (box / 'one').exists, 30, 'job 1 running')
+        second = host.run(2, 1, _gated_args('two', str(box)), lend=False)
+        return await scenario(host, box, _gated_args, first, second)
+    return _on_gated_host(tmp_path, 1, body)
 
 
 def _result(outcome):
@@ -389,31 +398,20 @@ def test_a_crash_of_the_running_job_puts_the_one_written_behind_it_back_in_line(
 def test_a_free_cpu_takes_a_job_written_ahead_behind_a_long_job(tmp_path):
     """Work-conserving: two workers hold jobs 1 and 2, jobs 3 and 4 are written ahead,
     one behind each; once job 2 ends, its CPU runs both 3 and 4 while job 1 still runs."""
-    box = tmp_path / 'box'
-    box.mkdir()
+    async def body(host, box):
+        one = host.run(1, 1, _gated_args('one', str(box), 'hold'))
+        two = host.run(2, 1, _gated_args('two', str(box), 'hold'))
+        for name in ('one', 'two'):
+            await asyncio.to_thread(wait_until, (box / name).exists, 30, f'job {name}')
+        rest = [host.run(n, 1, _gated_args(str(n), str(box)), lend=False) for n in (3, 4)]
+        await asyncio.sleep(0.2)     # both written ahead, one behind each running job
+        (box / 'two.go').touch()
+        done = await asyncio.wait_for(asyncio.gather(two, *rest), 20)
+        assert not (box / 'one.go').exists()
+        (box / 'one.go').touch()
+        return await one, done
 
-    def args(*a):
-        return cloudpickle.dumps((a, {}), protocol=5)
-
-    async def main():
-        host = ComputationHost('c', 'gated', str(tmp_path))
-        await host.start(package(gated, warm_workers=True).code, {}, spares=2)
-        try:
-            one = host.run(1, 1, args('one', str(box), 'hold'))
-            two = host.run(2, 1, args('two', str(box), 'hold'))
-            for name in ('one', 'two'):
-                await asyncio.to_thread(wait_until, (box / name).exists, 30, f'job {name}')
-            rest = [host.run(n, 1, args(str(n), str(box)), lend=False) for n in (3, 4)]
-            await asyncio.sleep(0.2)     # both written ahead, one behind each running job
-            (box / 'two.go').touch()
-            done = await asyncio.wait_for(asyncio.gather(two, *rest), 20)
-            assert not (box / 'one.go').exists()
-            (box / 'one.go').touch()
-            return await one, done
-        finally:
-            await host.close(run_cleanup=False)
-
-    first, (second, third, fourth) = asyncio.run(asyncio.wait_for(main(), 60))
+    _box, (first, (second, third, fourth)) = _on_gated_host(tmp_path, 2, body)
     assert all(o.status is JobStatus.Finished for o in (first, second, third, fourth))
     assert _result(third)[1] == _result(fourth)[1] == _result(second)[1]   # on job 2's CPU
 
