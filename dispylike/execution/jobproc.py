@@ -187,12 +187,16 @@ def _read_job(fd: int) -> bytes | None:
         if rest is None:
             return None
         payload = data[_LENGTH_SIZE:] + rest
-    if by_file:
-        try:
-            return xfer.take_mapped(payload.decode())
-        except (OSError, ValueError, UnicodeDecodeError):
-            return None
-    return payload
+    return _take_file(payload) if by_file else payload
+
+
+def _take_file(name: bytes) -> mmap.mmap | None:
+    """The arguments in the transfer file ``name`` (mapped; the file is removed), or
+    None if it cannot be read."""
+    try:
+        return xfer.take_mapped(name.decode())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
 
 
 def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
@@ -391,9 +395,8 @@ def serve_jobs(loaded: Loaded | None, afd: int, wfd: int, gate: int = -1) -> int
         if length & channel.AHEAD and not _passes_gate(gate):
             continue
         if length & channel.BY_FILE:
-            try:
-                payload = xfer.take_mapped(payload.decode())
-            except (OSError, ValueError, UnicodeDecodeError):
+            payload = _take_file(payload)
+            if payload is None:
                 return 0   # as a fork-per-job process does with an unreadable transfer file
         _run_one(loaded, payload, wfd)
         if os.getcwd() != home:

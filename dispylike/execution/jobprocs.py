@@ -15,10 +15,10 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import channel
 from .forking import LeanForks
+from .jobqueue import WaitingJob
 from .processes import set_parent_death_signal
 
 _SIGKILL, _SIGCHLD, _SIGINT, _SIGTERM = (int(signal.SIGKILL), int(signal.SIGCHLD),
@@ -53,8 +53,9 @@ class JobProcess:
     reported: bool = False         # its (only) job was reported (fork per job)
     retiring: bool = False         # a warm worker that runs no more jobs (cancelled)
     # warm workers: a job written ahead (see channel.AHEAD) and the gate pipe's ends
-    ahead: Any = None              # the WaitingJob written ahead, while ``uid`` runs
-    gated: list = field(default_factory=list)   # jobs whose GO token may be in the gate
+    ahead: WaitingJob | None = None   # the job written ahead, while ``uid`` runs
+    gated: list[WaitingJob | None] = field(default_factory=list)   # jobs whose GO token
+    #                                may be in the gate, in order (None: denied)
     denied: bool = False           # a job taken back may still be in the argument pipe
     gate_r: int = -1               # (non-blocking, shared with the worker)
     gate_w: int = -1

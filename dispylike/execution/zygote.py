@@ -232,18 +232,14 @@ class Zygote:
             self._lent()
         elif kind == 'reclaim':
             self.queue.give_back(msg[1])
-            for proc in self._ahead_of_others():   # CPUs go back as running jobs end
-                job = proc.ahead
-                if self._take_back(proc, job):
-                    self.queue.put_back(job)
+            for job in reversed(self._take_back_ahead()):   # CPUs go back as jobs end
+                self.queue.put_back(job)
         elif kind == 'drop':
             for job in self.queue.drop():
                 _discard(job.payload)
                 self._out('cancelled', job.uid, job.attempt)
-            for proc in self._ahead_of_others():   # (jobs that started run on)
-                job = proc.ahead
-                if self._take_back(proc, job):
-                    self._out('cancelled', job.uid, job.attempt)
+            for job in self._take_back_ahead():   # (jobs that started run on)
+                self._out('cancelled', job.uid, job.attempt)
         elif kind == 'cancel':
             self.cancel(msg[1], msg[2])
         elif kind == 'load':
@@ -409,6 +405,7 @@ class Zygote:
         except OSError:   # the worker died: it will never read the job
             self.queue.put_back(job)
             proc.gated.append(None)   # (the token has no job: counted as denied)
+            proc.denied = True
             return
         proc.ahead = job
         proc.gated.append(job)
@@ -422,8 +419,16 @@ class Zygote:
             if proc.warm and proc.ahead is None and proc.uid >= 0:
                 self._write_ahead(proc)
 
-    def _ahead_of_others(self) -> list[JobProcess]:
-        return [proc for proc in self.procs.values() if proc.ahead is not None]
+    def _take_back_ahead(self, first_only: bool = False) -> list[WaitingJob]:
+        """Take back the jobs written ahead that have not started (or the first one)."""
+        taken = []
+        for proc in self.procs.values():
+            job = proc.ahead
+            if job is not None and self._take_back(proc, job):
+                taken.append(job)
+                if first_only:
+                    break
+        return taken
 
     def _unconsumed(self, proc: JobProcess) -> tuple[bytes, list]:
         """Take every token still in ``proc``'s gate (the worker, if it wants one, waits
@@ -479,7 +484,7 @@ class Zygote:
         make sure only it can be interrupted: the job written behind it goes back in
         line (True if that one started already: ``uid`` has ended, its result is on its
         way).  False: interrupt the worker."""
-        target = next((job for job in proc.gated if job and job.uid == uid), None)
+        target = next((job for job in proc.gated if job is not None and job.uid == uid), None)
         if target is not None and self._take_back(proc, target):
             self._out('cancelled', uid, target.attempt)
             if proc.uid < 0:   # the worker is idle
@@ -513,11 +518,8 @@ class Zygote:
         worker's job (which may run for long) moves to it, if it has not started: a
         CPU does not idle while a job waits."""
         if self.warm and not self.queue.waiting:
-            for proc in self._ahead_of_others():
-                job = proc.ahead
-                if self._take_back(proc, job):
-                    self.queue.put_back(job)
-                    return
+            for job in self._take_back_ahead(first_only=True):
+                self.queue.put_back(job)
 
     def _pass_cpu(self) -> None:
         """A lent CPU whose next job will not run: to the next waiting job, or back."""
@@ -750,11 +752,9 @@ class Zygote:
             proc.cpu_time = usage.ru_utime + usage.ru_stime
             if not proc.eof:
                 self.drain(proc)  # the pipe may hold the last bytes
+            self._report(proc)   # (a warm worker's unstarted jobs go back in line first)
             if proc.warm:
-                self._requeue_unstarted(proc)
                 _close_gate(proc)
-            self._report(proc)
-            if proc.warm:
                 self._top_up()    # a fresh worker in its place
             if block:
                 return
