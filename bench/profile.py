@@ -36,7 +36,7 @@ SOURCE = os.environ.get('DISPYBENCH_DISPYLIKE_PATH') or str(BENCH.parent)
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, SOURCE)
 
-from harness import netns  # noqa: E402
+from harness import netns, systems  # noqa: E402
 
 TICK = os.sysconf('SC_CLK_TCK')
 
@@ -206,6 +206,7 @@ def main(argv: list[str]) -> int:
     p.add_argument('--pyspy', default='', help='directory for py-spy flame graphs')
     args = p.parse_args(argv)
     if not netns.inside_requested():
+        systems.byte_compile(SOURCE)   # as bench/run.py: bytecode as an installed package has
         os.environ['PYTHONPATH'] = SOURCE
         os.environ[netns.ENV_FLAG] = '1'
         os.execvp('unshare', ['unshare', '--net', '--', sys.executable, __file__, *argv])

@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import netns, venv  # noqa: E402
+from harness import netns, systems, venv  # noqa: E402
+from harness.paths import REPO_DIR  # noqa: E402
 from harness.report import render  # noqa: E402
 from harness.results import Outcome  # noqa: E402
 from harness.runner import run_once  # noqa: E402
@@ -203,6 +204,9 @@ def main(argv: list[str]) -> int:
         except KeyboardInterrupt:  # daemons were already stopped by finally blocks
             log("interrupted")
             return 130
+    if "dispylike" in args.systems and not systems.byte_compile(
+            os.environ.get("DISPYBENCH_DISPYLIKE_PATH") or str(REPO_DIR)):
+        log("could not byte-compile every dispylike module")
     # Outside: the last chance to reach PyPI, so set up the dispy venv now.
     if "dispy" in args.systems:
         try:

@@ -73,6 +73,18 @@ def dispy_system() -> System:
     return System("dispy", str(venv.venv_python()), base_env(), DISPY_BASE_PORT, command)
 
 
+def byte_compile(source: str) -> bool:
+    """Compile the dispylike package at ``source`` to ``__pycache__``, as ``pip install``
+    does for an installed package (dispy's venv has its bytecode too).  A checkout
+    run in place otherwise has none wherever PYTHONDONTWRITEBYTECODE is set (this
+    VM sets it): every process then compiles the source at start, and a computation
+    process that did holds ~1.6 MB more, which each job process it forks copies
+    (W1 -2 to -3%, docs/PERFORMANCE.md).  False if some module did not compile."""
+    import compileall
+    package = Path(source) / "dispylike"
+    return not package.is_dir() or bool(compileall.compile_dir(str(package), quiet=1))
+
+
 def dispylike_system() -> System:
     # DISPYBENCH_DISPYLIKE_PATH: benchmark another checkout (or a stand-in
     # package when testing the harness itself) instead of this repo.

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ProtocolError
 from ..protocol.frames import Message, encode
-from ..protocol.messages import safe_loads
+from ..protocol.plain import safe_loads
 
 INTERNAL = 100
 #: Largest message on internal channels (results and arguments travel here).

@@ -20,24 +20,25 @@ import contextlib
 import fcntl
 import importlib
 import io
-import mmap
 import os
 import pickle
 import select
-import subprocess
 import sys
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from .. import config
-from ..protocol.messages import Pieces
+from ..protocol.plain import Pieces
 from ..status import JobStatus
 from . import channel, xfer
 from .computation import JobDepends, Loaded, rebind
 from .staging import FileSink
+
+if TYPE_CHECKING:
+    import mmap
 
 READ_SIZE = 1 << 20
 #: Below this a message is joined into one buffer: one system call each way.
@@ -72,6 +73,7 @@ PIECES_MIN = 1 << 16
 def _run_program(loaded: Loaded, args: tuple, out: io.StringIO, err: io.StringIO) -> int:
     """A program computation: run it with the job's arguments; its exit status is the
     result and its output the job's."""
+    import subprocess  # programs only (imported ahead by Zygote.do_load)
     proc = subprocess.run([os.path.join('.', loaded.program), *args], check=False,
                           capture_output=True, text=True, errors='replace')
     out.write(proc.stdout)
@@ -231,7 +233,7 @@ def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
         sys.stdout, sys.stderr = saved_out, saved_err
         if names is not None:   # a job's own depends go with it, whatever cleanup says
             _uninstall(loaded, installed, names)
-        if isinstance(payload, mmap.mmap):
+        if not isinstance(payload, bytes):   # a mapped transfer file
             payload.close()   # a mapped argument file (a warm worker runs on: unmap now)
     reply = (result, out.getvalue(), err.getvalue(), exception)
     parts = None

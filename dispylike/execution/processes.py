@@ -66,6 +66,9 @@ def release_freed_memory() -> bool:
     return True
 
 
+#: Set in the computation process's environment when the node added LD_BIND_NOW to it.
+BIND_NOW_ADDED = 'DISPYLIKE_BIND_NOW_ADDED'
+
 #: The directory holding the dispylike package this process runs.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -32,17 +32,19 @@ SPARE_FILES spares of SPARE_BYTES in all are kept; the rest are removed.
 
 from __future__ import annotations
 
-import mmap
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from ..errors import ProtocolError
+
+if TYPE_CHECKING:
+    import mmap
 
 #: Arguments and results at least this large go by file.
 XFER_MIN = 1 << 20
 SHM = '/dev/shm'
 _IOV_MAX = 512
-_POPULATE = getattr(mmap, 'MAP_POPULATE', 0)   # map every page at once (Linux)
 _PREFIX = 'dispylike-xfer-'
 TOKEN = '.token'          # in each directory: proves a client sees the same one
 SPARE = 'free-'           # a result file kept for reuse
@@ -167,7 +169,7 @@ def take_mapped(path: str) -> mmap.mmap:
     try:
         if not os.path.basename(path).startswith(KEPT_ARGUMENTS):
             os.unlink(path)
-        return mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE | _POPULATE, prot=mmap.PROT_READ)
+        return _map_private(fd)
     finally:
         os.close(fd)
 
@@ -182,7 +184,8 @@ def overwrite(path: str, parts: list, size: int) -> None:
             raise OSError(f'{path} is not a regular file')
         os.ftruncate(fd, size)
         if size:
-            with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE,
+            mmap = mmap_module()
+            with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _populate(mmap),
                            prot=mmap.PROT_READ | mmap.PROT_WRITE) as mapped:
                 offset = 0
                 for part in parts:
@@ -290,7 +293,7 @@ def map_result(directory: str, path: str) -> mmap.mmap | bytes:
     try:
         if not os.fstat(fd).st_size:
             return b''
-        return mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE | _POPULATE, prot=mmap.PROT_READ)
+        return _map_private(fd)
     finally:
         os.close(fd)
 
@@ -315,3 +318,20 @@ def _read_all(fd: int, size: int) -> bytes:
             got += len(part)
         data = b''.join(parts)
     return data
+
+
+def mmap_module():
+    """The ``mmap`` module, imported on first use: the computation process imports
+    it only once transfer files are in use, as every module it holds (and the
+    mappings of its shared library) is copied into each job process it forks."""
+    import mmap
+    return mmap
+
+
+def _map_private(fd: int) -> mmap.mmap:
+    mmap = mmap_module()
+    return mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE | _populate(mmap), prot=mmap.PROT_READ)
+
+
+def _populate(mmap) -> int:
+    return getattr(mmap, 'MAP_POPULATE', 0)   # map every page at once (Linux)

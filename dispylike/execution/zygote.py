@@ -36,20 +36,35 @@ computation closed) while it waited; as 'refused' if no process could be
 forked for it.  Messages to the node made while handling one batch of events
 go out as one ('batch', ...) message.  Job processes and the zygote die with
 their parent (parent-death signal).
+
+What the zygote holds is copied into every job process it forks: on the 2-vCPU VM
+of docs/PERFORMANCE.md each MB of its memory costs ~0.03 ms of CPU per job
+(page tables copied and torn down, copy-on-write) and each mapping of a shared
+library ~2 us (issue 8).  So it imports what jobs need and what its own loop
+needs, and the rest only when used: its control socket is a plain descriptor (no
+``socket`` module), it waits with epoll (no ``selectors``), ``subprocess`` comes
+for program computations only, ``mmap`` once transfer files are in use,
+``termios`` where a pipe's fill is asked; cloudpickle comes without
+typing_extensions (:mod:`.leanimport`); the control messages' decoder without the
+message classes (:mod:`..protocol.plain`); and the dynamic linker binds symbols
+at start (:func:`.host.zygote_env`).  ``tests/integration/test_lean_zygote.py``
+keeps it so.
 """
 
 from __future__ import annotations
 
+# First, before anything imports cloudpickle: see .leanimport.
+from . import leanimport  # noqa: F401
+
+# isort: split
 import fcntl
 import gc
 import logging
 import os
 import pickle
-import selectors
+import select
 import signal
-import socket
 import sys
-import termios
 import time
 import traceback
 from collections import deque
@@ -58,7 +73,7 @@ from typing import Any
 import cloudpickle
 
 from ..protocol.frames import FrameDecoder
-from ..protocol.messages import safe_loads
+from ..protocol.plain import safe_loads
 from . import channel
 from .computation import Loaded, load
 from .jobproc import (
@@ -74,11 +89,13 @@ from .jobproc import (
 from .jobprocs import JobProcess, spawn, take_records
 from .jobqueue import JobQueue, WaitingJob
 from .processes import (
+    BIND_NOW_ADDED,
     keep_freed_memory,
     kill_group,
     release_freed_memory,
     set_parent_death_signal,
 )
+from .xfer import mmap_module
 
 SETUP_OK = (0, 1, 2)
 KILL_AFTER_TERM = 1.0
@@ -129,16 +146,16 @@ AHEAD_ROOM = 2 * (AHEAD_MAX + 8)
 GATE_READ = 1 << 16
 
 
-def _send(sock: socket.socket, *fields: Any) -> None:
+def _send(fd: int, *fields: Any) -> None:
     bufs = channel.pack(*fields)
     if sum(len(buf) for buf in bufs) < SMALL:
         bufs = [b''.join(bufs)]  # one system call for the usual short message
     for buf in bufs:
-        sock.sendall(buf)  # sendall: a signal (SIGCHLD) may interrupt a plain send
+        write_all(fd, buf)  # a large message may go in parts
 
 
 class Zygote:
-    def __init__(self, ctl: socket.socket) -> None:
+    def __init__(self, ctl: int) -> None:
         self.ctl = ctl
         self.decoder = FrameDecoder(message_cap=channel.INTERNAL_MESSAGE_CAP)
         self.loaded: Loaded | None = None
@@ -153,7 +170,8 @@ class Zygote:
         self.deadlines: dict[int, tuple[float, int]] = {}   # pid -> (when, next signal)
         self.top_up_due = False
         self.rehearsal = False     # spares forked now rehearse a job (jobproc.rehearse)
-        self.sel = selectors.DefaultSelector()
+        self.poller = select.epoll()
+        self.watched: dict[int, JobProcess] = {}           # result pipe -> its process
         self.outbox: list[tuple] = []
         self._rbuf = memoryview(bytearray(READ_SIZE))
         self._wake_r = -1
@@ -168,8 +186,8 @@ class Zygote:
         os.set_blocking(self._wake_r, False)
         signal.set_wakeup_fd(self._wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        self.sel.register(self.ctl, selectors.EVENT_READ)
-        self.sel.register(self._wake_r, selectors.EVENT_READ)
+        self.poller.register(self.ctl, select.EPOLLIN)
+        self.poller.register(self._wake_r, select.EPOLLIN)
         while True:
             idle_due = self.top_up_due or self.passed >= TRIM_AFTER
             timeout = IDLE_TOP_UP if idle_due else None
@@ -177,12 +195,12 @@ class Zygote:
                 timeout = min(timeout or 1e9, max(0.0, min(
                     d for d, _ in self.deadlines.values()) - time.monotonic()))
             reap = False
-            events = self.sel.select(timeout)
+            events = self.poller.poll(-1 if timeout is None else timeout)
             if not events and idle_due:
                 self._idle()
-            for key, _ in events:
-                if key.fileobj is self.ctl:
-                    size = self.ctl.recv_into(self._rbuf)
+            for fd, _ in events:
+                if fd == self.ctl:
+                    size = os.readv(self.ctl, (self._rbuf,))
                     if not size:
                         self.finish(run_cleanup=False)
                         return
@@ -190,14 +208,16 @@ class Zygote:
                     for msg in self.decoder.feed(self._rbuf[:size]):
                         if self.handle(channel.unpack(msg)):
                             return
-                elif key.fileobj == self._wake_r:
+                elif fd == self._wake_r:
                     try:
                         os.read(self._wake_r, 4096)
                     except BlockingIOError:
                         pass
                     reap = True   # SIGCHLD: only then can wait4 find anything
                 else:
-                    self.read_output(key.data)
+                    proc = self.watched.get(fd)
+                    if proc is not None:
+                        self.read_output(proc)
             if reap:
                 self.reap()
             if self.deadlines:
@@ -289,6 +309,8 @@ class Zygote:
             self._out('failed', traceback.format_exc())
             return
         ns = self.loaded.ns.__dict__  # bound once here, not in each job process
+        if self.loaded.program:   # its jobs run it: imported once here, not in each
+            import subprocess  # noqa: F401 - (see the module docstring)
         ns['dispy_provisional_result'] = provisional_sender()
         ns['dispy_send_file'] = file_sender(ns)
         set_transfer_dir(xfer_dir)
@@ -349,6 +371,7 @@ class Zygote:
         process could take it (the job is then reported 'refused').  ``payload``: the
         arguments, or the path of the transfer file holding them."""
         if isinstance(payload, str):
+            mmap_module()   # job processes map transfer files: imported once, here
             name = payload.encode()
             payload, length = name, len(name) | channel.BY_FILE
         else:
@@ -563,7 +586,8 @@ class Zygote:
             if proc.warm and _pipe_size(proc.afd) < AHEAD_ROOM:
                 _close_gate(proc)   # writing ahead could block this process: not for it
             self.procs[proc.pid] = proc
-            self.sel.register(proc.rfd, selectors.EVENT_READ, proc)
+            self.poller.register(proc.rfd, select.EPOLLIN)
+            self.watched[proc.rfd] = proc
         if not spawned:
             raise error or OSError('no job process could be forked')
         return spawned
@@ -578,7 +602,7 @@ class Zygote:
         (a job must not talk to the node), the selector, the wake-up pipe and the
         pipes of the other job processes (a process holding another's pipe would
         hide that one's end)."""
-        fds = [self._wake_r, self._wake_w, self.sel.fileno(), self.ctl.fileno()]
+        fds = [self._wake_r, self._wake_w, self.poller.fileno(), self.ctl]
         for other in self.procs.values():
             fds.extend(fd for fd in (other.rfd, other.afd, other.gate_r, other.gate_w)
                        if fd >= 0)
@@ -612,7 +636,8 @@ class Zygote:
             take_records(proc, self._on_record)
 
     def _output_ended(self, proc: JobProcess) -> None:
-        self.sel.unregister(proc.rfd)
+        self.poller.unregister(proc.rfd)
+        del self.watched[proc.rfd]
         os.close(proc.rfd)
         proc.rfd = -1  # the number may be reused at once: never close it again
         proc.eof = True
@@ -625,7 +650,11 @@ class Zygote:
         if kind == channel.PROVISIONAL:
             self._out('provisional', proc.uid, proc.attempt, body)
         elif kind in (channel.RESULT, channel.RESULT_FILE):
-            output = body if kind == channel.RESULT else _file_result(body)
+            if kind == channel.RESULT:
+                output = body
+            else:   # job processes write results to files: imported once, here
+                mmap_module()
+                output = _file_result(body)
             if proc.warm or isinstance(output, tuple) or channel.result_complete(output):
                 # a whole result is the job's last word: a fork-per-job process only
                 # exits after it, and its exit (~0.3-0.6 ms of page-table teardown)
@@ -770,6 +799,7 @@ def _pipe_size(fd: int) -> int:
 def _unread(fd: int) -> int:
     """Bytes in the pipe ``fd`` writes to that its reader has not read yet."""
     try:
+        import termios  # here, not at the top: see the module docstring
         return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
     except OSError:
         return 1 << 30   # unknown: as if full
@@ -817,10 +847,12 @@ def plain_globals(made: dict[str, Any], mode: int) -> bytes:
 
 def main(argv: list[str]) -> int:
     set_parent_death_signal(signal.SIGKILL)
+    if os.environ.pop(BIND_NOW_ADDED, None):   # (read by the dynamic linker at start only)
+        os.environ.pop('LD_BIND_NOW', None)      # programs a job runs start as usual
     keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ctl = socket.socket(fileno=int(argv[0]))
-    ctl.setblocking(True)
+    ctl = int(argv[0])
+    os.set_blocking(ctl, True)
     Zygote(ctl).serve()
     return 0
 

@@ -10,7 +10,7 @@ from dispylike.execution.jobqueue import WaitingJob
 
 @pytest.fixture
 def zyg():
-    z = zygote.Zygote(ctl=None)
+    z = zygote.Zygote(ctl=-1)
     z.spare_low = 2
     z.spare_high = zygote.IDLE_SPARES_PER_CPU * 2
     z.spare_burst = zygote.BUSY_SPARES_PER_CPU * 2
@@ -22,7 +22,7 @@ def zyg():
         return [object()] * count
     z._spawn = spawn
     yield z
-    z.sel.close()
+    z.poller.close()
 
 
 def test_with_no_job_waiting_the_refill_is_small_and_rehearsed(zyg):
