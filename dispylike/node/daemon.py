@@ -92,6 +92,8 @@ class NodeComputation:
     queued: set[int] = field(default_factory=set)           # uids waiting in the node queue
     idle: asyncio.Event = field(default_factory=set_event)  # set when no job is at the host
     starting: bool = False
+    last_end: float = 0.0        # monotonic time of the last job end (0: none yet)
+    gap: float = 0.0             # moving average of the time between job ends (s)
 
 
 class NodeDaemon(JobFlow, Housekeeping):

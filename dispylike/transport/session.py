@@ -54,6 +54,10 @@ REPLY_BATCH_BYTES = 16 * 1024 * 1024
 #: buffer while a client leaves more than this unread: a client that stops reading
 #: costs the daemon at most this much memory beyond MEMORY_CAP.
 SEND_BUFFER_CAP = 32 * 1024 * 1024
+#: A reply sent with ``hold`` waits up to this long (seconds) for others to go with it
+#: in one message (see ``JobFlow._hold``): fewer messages, wake-ups and system calls
+#: on both sides while a client keeps many short jobs queued on the node.
+REPLY_HOLD = 0.001
 
 Reply = tuple   # (uid, attempt, status, start_time, end_time, payload)
 #: A spilled reply's file: this header (the reply's fields but the payload), then the payload.
@@ -214,6 +218,7 @@ class ClientSession:
         self.local_results = False               # LocalResults: large results as paths
         self._unsent: deque[tuple[int, int]] = deque()   # kept replies not sent yet
         self._flush_soon = False
+        self._held: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None   # kept: see stream._loop
         self._draining: asyncio.Task | None = None
 
@@ -230,12 +235,19 @@ class ClientSession:
             except ConnectionClosed:
                 pass
 
-    def reply(self, entry: Reply) -> None:
-        """Send a job's final reply; it is kept until the client acknowledges it."""
+    def reply(self, entry: Reply, hold: bool = False) -> None:
+        """Send a job's final reply; it is kept until the client acknowledges it.
+        ``hold``: it may wait up to REPLY_HOLD for more replies to go with it (a reply
+        without ``hold`` takes the waiting ones along at once)."""
         self.retained.add(entry)
         if self.attached:
             self._unsent.append((entry[0], entry[1]))
-            self._schedule_flush()
+            if not hold:
+                self._schedule_flush()
+            elif not self._flush_soon and self._held is None:
+                if self._loop is None:
+                    self._loop = asyncio.get_running_loop()
+                self._held = self._loop.call_later(REPLY_HOLD, self._flush)
 
     def _schedule_flush(self) -> None:
         if not self._flush_soon:
@@ -248,6 +260,9 @@ class ClientSession:
         """Send waiting replies in batches while the client keeps up; when it does not,
         the rest wait (kept) until its connection drains."""
         self._flush_soon = False
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         conn = self.conn
         batch: list[Reply] = []
         size = 0

@@ -4,7 +4,7 @@ the client reads (no sockets: a fake connection)."""
 import asyncio
 
 from dispylike.protocol import messages as m
-from dispylike.transport.session import SEND_BUFFER_CAP, ClientSession
+from dispylike.transport.session import REPLY_HOLD, SEND_BUFFER_CAP, ClientSession
 
 
 class FakeConnection:
@@ -64,4 +64,23 @@ def test_attach_resends_every_kept_reply_once(tmp_path):
         session.attach(again)
         await asyncio.sleep(0)
         assert sent_uids(again) == [1, 2, 3]
+    asyncio.run(run())
+
+
+def test_a_held_reply_waits_for_others_and_goes_with_the_next_unheld_one(tmp_path):
+    async def run():
+        conn = FakeConnection()
+        session = ClientSession(conn, str(tmp_path / 'spill'))
+        session.reply(reply(1), hold=True)
+        session.reply(reply(2), hold=True)
+        await asyncio.sleep(0)
+        assert conn.sent == []                              # held: no message yet
+        await asyncio.sleep(REPLY_HOLD * 20)
+        assert [sent_uids(conn)] == [[1, 2]] and len(conn.sent) == 1   # one message
+        session.reply(reply(3), hold=True)
+        session.reply(reply(4))                             # takes the held one along
+        await asyncio.sleep(0)
+        assert sent_uids(conn) == [1, 2, 3, 4] and len(conn.sent) == 2
+        await asyncio.sleep(REPLY_HOLD * 20)
+        assert len(conn.sent) == 2                          # the hold's timer was dropped
     asyncio.run(run())
