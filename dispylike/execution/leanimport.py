@@ -4,17 +4,18 @@ Every module the computation process holds is copied into each job process it
 forks, and so is every mapping of an extension module: on the 2-vCPU VM of
 docs/PERFORMANCE.md each mapping costs ~2 us of page-table work per fork and
 exit, and each MB of the process's memory ~0.03 ms per job (issue 8).
-cloudpickle imports typing_extensions whenever it is installed, only to
+cloudpickle 2.x imports typing_extensions whenever it is installed, only to
 recognise that package's ``Literal`` and ``Final`` when it *pickles* type hints
 by value (on Python 3.10+ they are mostly typing's own); typing_extensions brings
-15 modules (1.7 MB here) and the ``_socket`` extension with it.  The computation
+15 modules (1.7 MB here) and the ``_socket`` extension with it (cloudpickle 3.x
+imports it no more: there this module changes nothing).  The computation
 process and its jobs unpickle with cloudpickle and seldom pickle with it, so this
 module imports cloudpickle while an import of typing_extensions fails (a ``None``
 entry in ``sys.modules`` makes an import raise ImportError, which cloudpickle
 handles), then removes that entry: a job importing typing_extensions itself gets
-it as usual.  Measured (``bench/profile.py --jobs 3000 --each``, 4 interleaved
-pairs): 1,075-1,119 against 1,101-1,114 jobs/s, CPU per job 1.60-1.66 against
-1.59-1.61 ms.
+it as usual.  Measured with cloudpickle 2.1.0 (``bench/profile.py --jobs 3000
+--each``, 4 interleaved pairs): 1,075-1,119 jobs/s without, 1,101-1,114 with; CPU
+per job 1.60-1.66 ms without, 1.59-1.61 with.
 """
 
 from __future__ import annotations
