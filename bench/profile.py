@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Where the CPU goes per job: a per-process /proc profile of a W1-style run.
 
-    python bench/profile.py [--jobs 4000] [--warm] [--cpus 2] [--pairs 1]
-                            [--size BYTES] [--result BYTES] [--pyspy DIR]
+    python bench/profile.py [--jobs 4000] [--warm] [--cpus 2] [--pairs 1] [--each]
+                            [--size BYTES] [--result BYTES] [--importing] [--pyspy DIR]
 
 Starts one dispylike node (``python -m dispylike.node``) on 127.0.0.1 and runs
 the client in this process: one warm-up job, then ``--jobs`` jobs submitted at
@@ -43,6 +43,13 @@ TICK = os.sysconf('SC_CLK_TCK')
 
 def compute(n):
     return n * n
+
+
+def compute_importing(n):
+    # as the dispy manual's sample: what a job needs is imported inside it
+    import socket
+    import time  # noqa: F401
+    return n * n, socket.AF_INET
 
 
 def echo(data):
@@ -119,7 +126,7 @@ def one_run(args: argparse.Namespace) -> dict:
     if args.prefetch is not None:   # what-if: the client engine's prefetch depth per CPU
         import dispylike.driver.engine as engine
         engine.PREFETCH_PER_CPU = engine.PREFETCH_DEEP_PER_CPU = args.prefetch
-    func, arg = compute, None
+    func, arg = (compute_importing if args.importing else compute), None
     if args.size:
         func, arg = (take if args.sink else echo), b'x' * args.size
     elif args.result:
@@ -200,6 +207,8 @@ def main(argv: list[str]) -> int:
                    help='submit one job, wait for it, then the next (latency)')
     p.add_argument('--each', action='store_true',
                    help='wait with job() on each job in turn (as bench/run.py), not wait()')
+    p.add_argument('--importing', action='store_true',
+                   help='jobs import socket and time inside (as the dispy manual\'s sample)')
     p.add_argument('--prefetch', type=int, default=None,
                    help='what-if: set the client engine\'s PREFETCH_PER_CPU')
     p.add_argument('--strace', default='', help='directory for strace -c syscall counts')

@@ -11,6 +11,7 @@ all visible to the computation.  Objects of classes defined in the client's
 
 from __future__ import annotations
 
+import dis
 import importlib
 import inspect
 import os
@@ -197,3 +198,38 @@ def load(code: bytes, dest_path: str, node_globals: dict[str, Any],
     return Loaded(bundle['kind'], func, bundle['program'], ns,
                   rebind(bundle['setup'], d), rebind(bundle['cleanup'], d),
                   bool(bundle.get('warm', False)))
+
+
+def stdlib_imports(func: Callable) -> list[str]:
+    """Standard-library modules the computation imports as it runs: ``import``
+    statements in ``func``, in the functions nested in it and in the functions of its
+    own module that it names (dispy's samples import ``socket`` and ``time`` inside
+    ``compute``).  The computation process imports them once, before it forks, so that
+    each job finds them loaded instead of importing them itself (``socket``: 2.5-3 ms
+    per job here).  Only the standard library: its modules start no threads and run
+    nothing of the user's when imported."""
+    if not isinstance(func, types.FunctionType):
+        return []
+    stdlib = getattr(sys, 'stdlib_module_names', frozenset())
+    found: list[str] = []
+    source = func.__code__.co_filename   # "of its own module": defined in the same file
+    names_in = func.__globals__
+    seen: set[types.CodeType] = set()
+    todo = [func.__code__]
+    while todo:
+        code = todo.pop()
+        if code in seen:
+            continue
+        seen.add(code)
+        for instr in dis.get_instructions(code):
+            name = instr.argval
+            if (instr.opname == 'IMPORT_NAME' and isinstance(name, str) and name
+                    and name.partition('.')[0] in stdlib and name not in found):
+                found.append(name)
+        todo.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+        for name in code.co_names:
+            value = names_in.get(name)
+            if isinstance(value, types.FunctionType) and value.__code__.co_filename == source:
+                todo.append(value.__code__)
+    return found
+

@@ -233,8 +233,9 @@ def _run_one(loaded: Loaded, payload: bytes | mmap.mmap, wfd: int) -> None:
         sys.stdout, sys.stderr = saved_out, saved_err
         if names is not None:   # a job's own depends go with it, whatever cleanup says
             _uninstall(loaded, installed, names)
-        if not isinstance(payload, bytes):   # a mapped transfer file
-            payload.close()   # a mapped argument file (a warm worker runs on: unmap now)
+        close = getattr(payload, 'close', None)   # a mapped argument file (a warm
+        if close is not None:                     # worker runs on: unmap it now)
+            close()
     reply = (result, out.getvalue(), err.getvalue(), exception)
     parts = None
     try:

@@ -44,7 +44,9 @@ library ~2 us (issue 8).  So it imports what jobs need and what its own loop
 needs, and the rest only when used: its control socket is a plain descriptor (no
 ``socket`` module), it waits with epoll (no ``selectors``), ``subprocess`` comes
 for program computations only, ``mmap`` once transfer files are in use,
-``termios`` where a pipe's fill is asked; cloudpickle comes without
+``termios`` where a pipe's fill is asked, the standard-library modules the
+computation's code imports at load (:func:`.computation.stdlib_imports`: jobs then
+find them loaded); cloudpickle comes without
 typing_extensions (:mod:`.leanimport`); the control messages' decoder without the
 message classes (:mod:`..protocol.plain`); and the dynamic linker binds symbols
 at start (:func:`.host.zygote_env`).  ``tests/integration/test_lean_zygote.py``
@@ -59,6 +61,7 @@ from . import leanimport  # noqa: F401
 # isort: split
 import fcntl
 import gc
+import importlib
 import logging
 import os
 import pickle
@@ -75,7 +78,7 @@ import cloudpickle
 from ..protocol.frames import FrameDecoder
 from ..protocol.plain import safe_loads
 from . import channel
-from .computation import Loaded, load
+from .computation import Loaded, load, stdlib_imports
 from .jobproc import (
     SMALL,
     file_sender,
@@ -311,6 +314,8 @@ class Zygote:
         ns = self.loaded.ns.__dict__  # bound once here, not in each job process
         if self.loaded.program:   # its jobs run it: imported once here, not in each
             import subprocess  # noqa: F401 - (see the module docstring)
+        elif self.loaded.func is not None:   # what the jobs import: once, here
+            _import_ahead(stdlib_imports(self.loaded.func))
         ns['dispy_provisional_result'] = provisional_sender()
         ns['dispy_send_file'] = file_sender(ns)
         set_transfer_dir(xfer_dir)
@@ -599,7 +604,7 @@ class Zygote:
 
     def _inherited_fds(self) -> tuple[int, ...]:
         """This process's descriptors, which a job process closes: the control socket
-        (a job must not talk to the node), the selector, the wake-up pipe and the
+        (a job must not talk to the node), the epoll descriptor, the wake-up pipe and the
         pipes of the other job processes (a process holding another's pipe would
         hide that one's end)."""
         fds = [self._wake_r, self._wake_w, self.poller.fileno(), self.ctl]
@@ -609,7 +614,7 @@ class Zygote:
         return tuple(fds)
 
     def read_output(self, proc: JobProcess) -> None:
-        """Take what a job process wrote (one read: the selector says if more is
+        """Take what a job process wrote (one read: epoll says if more is
         there); at the end of its output, report it if it can be."""
         try:
             size = os.readv(proc.rfd, (self._rbuf,))
@@ -787,6 +792,14 @@ class Zygote:
                 self._top_up()    # a fresh worker in its place
             if block:
                 return
+
+
+def _import_ahead(names: list[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a job importing it will say why
+            pass
 
 
 def _pipe_size(fd: int) -> int:

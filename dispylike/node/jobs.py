@@ -159,7 +159,8 @@ class JobFlow:
         if comp.last_end:
             comp.gap += (min(now - comp.last_end, 1.0) - comp.gap) / 8
         comp.last_end = now
-        waiting = len(comp.queued) + (comp.host.waiting if comp.host is not None else 0)
+        # (the ending job's CPU still counts as lent here if it goes back: hence max)
+        waiting = len(comp.queued) + (max(0, comp.host.waiting) if comp.host is not None else 0)
         return waiting * comp.gap >= REPLY_HOLD_COVER * REPLY_HOLD
 
     def _on_cancel(self, session: ClientSession, msg: m.CancelJob) -> None:

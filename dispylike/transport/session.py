@@ -228,7 +228,10 @@ class ClientSession:
 
     def send(self, msg) -> None:
         """Send if attached; a message for a detached client is dropped (replies are kept
-        separately, see :meth:`reply`)."""
+        separately, see :meth:`reply`).  Replies held back go first, so that nothing
+        sent after a reply overtakes it."""
+        if self._held is not None:
+            self._flush()
         if self.attached:
             try:
                 self.conn.send(msg)
@@ -295,6 +298,9 @@ class ClientSession:
             self.retained.discard(tuple(key))
 
     def detach(self) -> None:
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         self.conn = None
         self.local_results = False
         self._unsent.clear()

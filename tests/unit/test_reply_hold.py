@@ -33,3 +33,12 @@ def test_the_first_job_end_is_not_held_and_the_average_follows_the_ends():
     later = comp(queued=1, gap=0.0, since_last_end=0.8)
     JobFlow._hold(later)
     assert abs(later.gap - 0.1) < 0.01               # 1/8 of the way to 0.8 s
+
+
+def test_a_cpu_still_counted_lent_is_no_waiting_job():
+    gap = 2 * REPLY_HOLD_COVER * REPLY_HOLD
+    # the ending job's CPU goes back after the reply is made: the process then reports
+    # one job fewer waiting than none
+    assert not JobFlow._hold(comp(waiting_at_host=-1, gap=gap, since_last_end=gap))
+    assert JobFlow._hold(comp(queued=1, waiting_at_host=-1, gap=gap, since_last_end=gap))
+

@@ -17,7 +17,7 @@ class FakeConnection:
 
     def send(self, msg):
         self.sent.append(msg)
-        self.unsent += sum(len(r[5]) for r in msg.replies)
+        self.unsent += sum(len(r[5]) for r in getattr(msg, 'replies', ()))
 
     async def drain(self):
         await self.drained.wait()
@@ -81,6 +81,26 @@ def test_a_held_reply_waits_for_others_and_goes_with_the_next_unheld_one(tmp_pat
         session.reply(reply(4))                             # takes the held one along
         await asyncio.sleep(0)
         assert sent_uids(conn) == [1, 2, 3, 4] and len(conn.sent) == 2
+        assert session._held is None                        # the hold's timer was dropped
+        session.reply(reply(5), hold=True)                  # a new hold after that one
         await asyncio.sleep(REPLY_HOLD * 20)
-        assert len(conn.sent) == 2                          # the hold's timer was dropped
+        assert sent_uids(conn) == [1, 2, 3, 4, 5] and len(conn.sent) == 3
+    asyncio.run(run())
+
+
+def test_a_held_reply_goes_before_any_later_message_and_not_after_detach(tmp_path):
+    async def run():
+        conn = FakeConnection()
+        session = ClientSession(conn, str(tmp_path / 'spill'))
+        session.reply(reply(1), hold=True)
+        session.send(m.Heartbeat())                         # nothing overtakes a reply
+        assert [type(msg).__name__ for msg in conn.sent] == ['JobReplies', 'Heartbeat']
+        session.reply(reply(2), hold=True)
+        session.detach()                                    # kept for the next attach
+        assert session._held is None
+        await asyncio.sleep(REPLY_HOLD * 20)
+        assert sent_uids(conn) == [1]
+        again = FakeConnection()
+        session.attach(again)
+        assert sent_uids(again) == [1, 2]                   # neither acknowledged yet
     asyncio.run(run())
