@@ -232,4 +232,3 @@ def stdlib_imports(func: Callable) -> list[str]:
             if isinstance(value, types.FunctionType) and value.__code__.co_filename == source:
                 todo.append(value.__code__)
     return found
-

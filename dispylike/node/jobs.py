@@ -40,9 +40,9 @@ MAX_RESULT_BYTES = DEFAULT_MESSAGE_CAP - 16 * 1024 * 1024
 #: job ends x jobs waiting.  Then no CPU waits for the client's next jobs meanwhile;
 #: one job at a time (W2) or jobs the client sends one per reply (no prefetch: long
 #: jobs, W4) are never held.  Measured (bench/profile.py --each, 3 interleaved pairs):
-#: W1 1,108-1,129 -> 1,145-1,187 jobs/s (client CPU 0.13 -> 0.08-0.09 ms per job);
-#: W1w (--warm --jobs 20000) 8,745-9,463 -> 9,861-10,328.  Held whenever jobs were
-#: left (no cover rule), W1w lost 0-15%: its queue ran dry.
+#: W1 1,110-1,127 -> 1,165-1,180 jobs/s (client CPU 0.13-0.14 -> 0.08-0.09 ms per job);
+#: W1w (--warm --jobs 20000) 8,449-9,764 -> 8,879-9,885; W2 unchanged.  Held whenever
+#: jobs were left (no cover rule), W1w lost 0-15%: its queue ran dry.
 REPLY_HOLD_COVER = 2
 
 
