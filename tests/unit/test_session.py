@@ -24,6 +24,11 @@ class FakeConnection:
         self.unsent = 0
 
 
+def open_session(tmp_path):
+    conn = FakeConnection()
+    return conn, ClientSession(conn, str(tmp_path / 'spill'))
+
+
 def reply(uid, size=10):
     return (uid, 1, 11, 0.0, 1.0, b'x' * size)
 
@@ -34,8 +39,7 @@ def sent_uids(conn):
 
 def test_a_client_that_stops_reading_gets_no_more_until_it_drains(tmp_path):
     async def run():
-        conn = FakeConnection()
-        session = ClientSession(conn, str(tmp_path / 'spill'))
+        conn, session = open_session(tmp_path)
         session.reply(reply(1, SEND_BUFFER_CAP))           # fills the client's buffer
         await asyncio.sleep(0)
         for uid in range(2, 6):
@@ -53,8 +57,7 @@ def test_a_client_that_stops_reading_gets_no_more_until_it_drains(tmp_path):
 
 def test_attach_resends_every_kept_reply_once(tmp_path):
     async def run():
-        first = FakeConnection()
-        session = ClientSession(first, str(tmp_path / 'spill'))
+        first, session = open_session(tmp_path)
         for uid in range(1, 4):
             session.reply(reply(uid))
         session.detach()
@@ -69,8 +72,7 @@ def test_attach_resends_every_kept_reply_once(tmp_path):
 
 def test_a_held_reply_waits_for_others_and_goes_with_the_next_unheld_one(tmp_path):
     async def run():
-        conn = FakeConnection()
-        session = ClientSession(conn, str(tmp_path / 'spill'))
+        conn, session = open_session(tmp_path)
         session.reply(reply(1), hold=True)
         session.reply(reply(2), hold=True)
         await asyncio.sleep(0)
@@ -90,8 +92,7 @@ def test_a_held_reply_waits_for_others_and_goes_with_the_next_unheld_one(tmp_pat
 
 def test_a_held_reply_goes_before_any_later_message_and_not_after_detach(tmp_path):
     async def run():
-        conn = FakeConnection()
-        session = ClientSession(conn, str(tmp_path / 'spill'))
+        conn, session = open_session(tmp_path)
         session.reply(reply(1), hold=True)
         session.send(m.Heartbeat())                         # nothing overtakes a reply
         assert [type(msg).__name__ for msg in conn.sent] == ['JobReplies', 'Heartbeat']
